@@ -1,0 +1,78 @@
+"""Where every document went: the reasons a document can be dropped, and their tallies.
+
+The manifest promises ``documents_read == documents_written + sum(documents_dropped.values())``.
+Each stage reports drops with one of the reasons below (a fixed vocabulary, so manifests from
+different runs compare), and ``Counts`` adds them up in any order, on any worker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# Reading
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+MISSING_TEXT = "missing_text"
+EMPTY = "empty"
+# Cleaning and filtering
+DOCUMENT_TOO_SHORT = "document_too_short"
+DOCUMENT_TOO_LONG = "document_too_long"
+DUPLICATE = "duplicate"
+# Instance creation
+NO_TOKENS = "no_tokens"
+NO_INSTANCES = "no_instances"
+# Labelled data
+LABEL_MISMATCH = "label_count_mismatch"
+UNKNOWN_LABEL = "unknown_label"
+INVALID_RECORD = "invalid_record"
+
+DROP_REASONS = (
+    INVALID_UTF8, INVALID_JSON, MISSING_TEXT, EMPTY, DOCUMENT_TOO_SHORT, DOCUMENT_TOO_LONG,
+    DUPLICATE, NO_TOKENS, NO_INSTANCES, LABEL_MISMATCH, UNKNOWN_LABEL, INVALID_RECORD,
+)
+
+# File-level outcomes (a file is not a document: these are listed by name in the manifest)
+FILE_EMPTY = "empty_file"
+FILE_BINARY = "binary_file"
+FILE_CORRUPT = "corrupt_file"
+
+
+@dataclass
+class Counts:
+    """Mutable tallies for one worker's share of the work; merge them with ``+``."""
+
+    read: int = 0
+    written: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        self.dropped[reason] += n
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.read + other.read, self.written + other.written, self.dropped + other.dropped)
+
+    def as_manifest(self) -> dict[str, object]:
+        return {
+            "documents_read": self.read,
+            "documents_written": self.written,
+            "documents_dropped": {k: self.dropped[k] for k in sorted(self.dropped) if self.dropped[k]},
+        }
+
+    @classmethod
+    def total(cls, parts: Iterable[Counts]) -> Counts:
+        out = cls()
+        for p in parts:
+            out = out + p
+        return out
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, object]) -> Counts:
+        dropped = dict(data.get("documents_dropped") or {})  # type: ignore[call-overload]
+        return cls(int(data["documents_read"]), int(data["documents_written"]), Counter(dropped))  # type: ignore[arg-type]
+
+    def balanced(self) -> bool:
+        return self.read == self.written + sum(self.dropped.values())

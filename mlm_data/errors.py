@@ -1,0 +1,61 @@
+"""The project's own exception types.
+
+Every error a user can cause (a bad config, a bad input file, a damaged dataset) is raised as
+one of these, with a message that names the file or field, what was found and what to do. The
+CLIs print only that message and exit non-zero; a traceback means a bug in this project.
+"""
+
+from __future__ import annotations
+
+#: Prefix on every message, so a CLI can find our message inside a runner's wrapped exception
+#: (Beam re-raises worker errors as RuntimeError with the remote traceback as text).
+MARKER = "mlm-data error: "
+
+
+class MlmDataError(Exception):
+    """Base class: a problem the user can fix, described in one message."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if text.startswith(MARKER) else MARKER + text
+
+
+class ConfigError(MlmDataError):
+    """A configuration file or command-line override is invalid."""
+
+
+class InputError(MlmDataError):
+    """An input file cannot be read as the configured format."""
+
+
+class DatasetError(MlmDataError):
+    """A dataset is missing, incomplete, of an unknown version or fails its checksums."""
+
+
+class TokenizerError(MlmDataError):
+    """A tokenizer file cannot be loaded or lacks what the task needs."""
+
+
+class StorageError(MlmDataError):
+    """An object store refused a request permanently (403, 404, missing bucket)."""
+
+
+def find_user_message(exc: BaseException) -> str | None:
+    """Return the project's message carried by ``exc``, even when a runner wrapped it.
+
+    Beam runners re-raise a worker's exception as a new exception whose text contains the
+    original traceback. We look through the cause chain first and then scan the text for the
+    marker line, so the CLI can print one clear line instead of a page of runner internals.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, MlmDataError):
+            return str(cur)
+        cur = cur.__cause__ or cur.__context__
+    for line in str(exc).splitlines():
+        idx = line.find(MARKER)
+        if idx >= 0:
+            return line[idx:].strip().strip("'\"")
+    return None

@@ -1,0 +1,97 @@
+"""Assemble training rows from pieces, vectorised.
+
+Pair creation and packing decide *which* tokens form each row as a short list of pieces:
+either a range of the bucket's flat token array or one constant token (``[CLS]``, ``[SEP]``,
+end-of-document). ``assemble`` turns all pieces of all rows into flat value arrays and row
+offsets in a handful of numpy operations, with no per-token Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Rows as pieces: row ``r`` is pieces ``row_offsets[r]:row_offsets[r+1]``, in order.
+
+    A piece with ``const >= 0`` is that single token (``length`` must be 1); otherwise it
+    copies ``length`` tokens starting at ``start`` in the source arrays.
+    """
+
+    start: np.ndarray        # (P,) int64
+    length: np.ndarray       # (P,) int64
+    const: np.ndarray        # (P,) int64, -1 for a source range
+    row_offsets: np.ndarray  # (R+1,) int64
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.row_offsets) - 1
+
+    def row_lengths(self) -> np.ndarray:
+        """Tokens per row."""
+        cum = np.concatenate([[0], np.cumsum(self.length)])
+        return cum[self.row_offsets[1:]] - cum[self.row_offsets[:-1]]
+
+
+def fixed_pieces(start: np.ndarray, length: np.ndarray, const: np.ndarray) -> Pieces:
+    """Pieces for rows that all have the same number K of pieces, given as (R, K) arrays."""
+    r, k = start.shape
+    return Pieces(
+        start=start.reshape(-1).astype(np.int64),
+        length=length.reshape(-1).astype(np.int64),
+        const=const.reshape(-1).astype(np.int64),
+        row_offsets=np.arange(0, r * k + 1, k, dtype=np.int64),
+    )
+
+
+def gather_index(pieces: Pieces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output token: source index (or 0 for constants), the constant (or -1), and row offsets.
+
+    >>> p = fixed_pieces(np.array([[0, 5, 0]]), np.array([[1, 2, 1]]), np.array([[9, -1, 8]]))
+    >>> src, const, offs = gather_index(p)
+    >>> src.tolist(), const.tolist(), offs.tolist()
+    ([0, 5, 6, 0], [9, -1, -1, 8], [0, 4])
+    """
+    length = pieces.length
+    total = int(length.sum())
+    piece_of = np.repeat(np.arange(len(length), dtype=np.int64), length)
+    begin = np.cumsum(length) - length
+    pos = np.arange(total, dtype=np.int64) - begin[piece_of]
+    const = pieces.const[piece_of]
+    src = np.where(const >= 0, 0, pieces.start[piece_of] + pos)
+    cum = np.concatenate([[0], np.cumsum(length)])
+    row_offsets = cum[pieces.row_offsets]
+    return src, const, row_offsets
+
+
+def take(source: np.ndarray, src: np.ndarray, const: np.ndarray, *, const_value: object | None = None) -> np.ndarray:
+    """Values for every output token: ``source[src]``, or the piece constant (or ``const_value``)."""
+    out = source[src]
+    is_const = const >= 0
+    if const_value is None:
+        out[is_const] = const[is_const].astype(out.dtype)
+    else:
+        out[is_const] = const_value
+    return out
+
+
+def ranges_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for every (s, n), without a Python loop.
+
+    >>> ranges_index(np.array([5, 0]), np.array([2, 3])).tolist()
+    [5, 6, 0, 1, 2]
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    piece_of = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    begin = np.cumsum(lengths) - lengths
+    return np.asarray(starts, dtype=np.int64)[piece_of] + (np.arange(total, dtype=np.int64) - begin[piece_of])
+
+
+def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out

@@ -1,0 +1,217 @@
+"""Loading, checking, training and running HF ``tokenizers`` for the pipeline.
+
+A ``tokenizer.json`` can carry its own truncation, padding and post-processor; the pipeline
+switches the first two off (it decides lengths itself) and never lets the post-processor add
+special tokens (instances are assembled with explicit ids). Word boundaries come from the
+tokenizer's own pre-tokenization (``word_ids``), so whole-word masking works for WordPiece,
+byte-level BPE and unigram vocabularies alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from mlm_data import storage
+from mlm_data.errors import TokenizerError
+
+_CANDIDATES = {
+    "cls": ("[CLS]", "<s>", "<cls>"),
+    "sep": ("[SEP]", "</s>", "<sep>"),
+    "mask": ("[MASK]", "<mask>"),
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "eos": ("<|endoftext|>", "</s>", "[SEP]", "<eos>"),
+}
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids of the special tokens a task needs (None where the vocabulary has none)."""
+
+    cls: int | None
+    sep: int | None
+    mask: int | None
+    pad: int | None
+    unk: int | None
+    eos: int | None
+
+    def all_ids(self) -> tuple[int, ...]:
+        return tuple(sorted({i for i in (self.cls, self.sep, self.mask, self.pad, self.unk, self.eos) if i is not None}))
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {k: getattr(self, k) for k in ("cls", "sep", "mask", "pad", "unk", "eos")}
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the manifest records about the tokenizer a dataset was made with."""
+
+    vocab_size: int
+    special: SpecialTokens
+    sha256: str
+
+    def as_manifest(self, path: str) -> dict[str, object]:
+        return {"path": path, "sha256": self.sha256, "vocab_size": self.vocab_size,
+                "special_tokens": self.special.as_dict()}
+
+
+def parse_tokenizer(text: str, *, source: str) -> Tokenizer:
+    """Build a tokenizer from JSON text, with truncation and padding switched off."""
+    try:
+        json.loads(text)
+    except ValueError as e:
+        raise TokenizerError(f"{source}: not a tokenizer file (invalid JSON: {e}); pass a HF tokenizers "
+                             "tokenizer.json, or leave tokenizer.path empty to train one") from None
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises plain Exception subclasses with Rust messages
+        raise TokenizerError(f"{source}: not a HF tokenizers file ({str(e).splitlines()[0]}); pass a "
+                             "tokenizer.json saved by `tokenizers` or `transformers`") from None
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def read_tokenizer_text(url: str) -> str:
+    try:
+        data = storage.read_bytes(url)
+    except FileNotFoundError:
+        raise TokenizerError(f"{url}: tokenizer file not found") from None
+    except IsADirectoryError:
+        raise TokenizerError(f"{url}: is a directory; pass the tokenizer.json file inside it") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenizerError(f"{url}: not a tokenizer file (binary content); pass a tokenizer.json") from None
+
+
+def describe(tok: Tokenizer, text: str) -> TokenizerInfo:
+    """Vocabulary size, special ids and the file hash of a parsed tokenizer."""
+    def find(names: Sequence[str]) -> int | None:
+        for name in names:
+            i = tok.token_to_id(name)
+            if i is not None:
+                return i
+        return None
+
+    special = SpecialTokens(**{k: find(v) for k, v in _CANDIDATES.items()})
+    return TokenizerInfo(
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
+        special=special,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def require_specials(info: TokenizerInfo, task: str, *, source: str) -> None:
+    """Fail early when the vocabulary lacks a special token that ``task`` needs."""
+    need = {
+        "mlm_nsp": ("cls", "sep", "mask", "pad"),
+        "mlm_fullsent": ("cls", "sep", "mask", "pad"),
+        "mlm_docsent": ("cls", "sep", "mask", "pad"),
+        "causal_lm": ("eos",),
+        "token_classification": ("cls", "sep", "pad"),
+        "sequence_classification": ("cls", "sep", "pad"),
+    }[task]
+    missing = [n for n in need if getattr(info.special, n) is None]
+    if missing:
+        names = "; ".join(f"{n}: one of {', '.join(_CANDIDATES[n])}" for n in missing)
+        raise TokenizerError(f"{source}: task {task!r} needs special tokens the vocabulary lacks ({names})")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Many token sequences, flat: sequence ``i`` is ``ids[offsets[i]:offsets[i+1]]``."""
+
+    ids: np.ndarray          # (N,) uint32
+    word_start: np.ndarray   # (N,) bool; True at the first token of each word (and of each sequence)
+    offsets: np.ndarray      # (S+1,) int64
+
+
+def encode(tok: Tokenizer, texts: Sequence[str]) -> Encoded:
+    """Tokenize ``texts`` in one batched, multi-threaded call, flattening the result with numpy.
+
+    Word ids restart at 0 for every text, so a token starts a word where its word id differs
+    from its predecessor's, or where a new text begins.
+    """
+    encs = tok.encode_batch(list(texts), add_special_tokens=False)
+    ids_lists = [e.ids for e in encs]
+    lengths = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
+    offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    n = int(offsets[-1])
+    ids = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.uint32, count=n)
+    word_lists = [e.word_ids for e in encs]
+    try:
+        words = np.fromiter(itertools.chain.from_iterable(word_lists), dtype=np.int64, count=n)
+    except TypeError:  # added tokens inside the text have no word id
+        words = np.fromiter(
+            (-1 if w is None else w for w in itertools.chain.from_iterable(word_lists)), dtype=np.int64, count=n
+        )
+    word_start = np.ones(n, dtype=bool)
+    if n > 1:
+        np.not_equal(words[1:], words[:-1], out=word_start[1:])
+        word_start[1:] |= words[1:] < 0
+    starts = offsets[:-1][lengths > 0]
+    word_start[starts] = True
+    return Encoded(ids=ids, word_start=word_start, offsets=offsets)
+
+
+def train_wordpiece(texts: Iterable[str], *, vocab_size: int, lowercase: bool) -> str:
+    """Train a BERT-style WordPiece tokenizer and return it as JSON text.
+
+    The same texts in the same order give a byte-identical file. ``tokenizers`` numbers the
+    ``##x`` continuation characters in hash-map order, which differs between processes and
+    decides ties between equally frequent merges; we fix those ids up front by declaring every
+    ``##x`` the corpus can need as a reserved token, train, then rebuild the tokenizer with
+    only the real special tokens.
+    """
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                            strip_accents=lowercase, lowercase=lowercase)
+    docs = [normalizer.normalize_str(t) for t in texts]
+    chars: set[str] = set()
+    for d in docs:
+        chars.update(d)
+    continuations = [f"##{c}" for c in sorted(chars) if not c.isspace()]
+
+    def build(vocab: dict[str, int] | None) -> Tokenizer:
+        model = models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100,
+                                 continuing_subword_prefix="##") if vocab else models.WordPiece(
+                                     unk_token="[UNK]", max_input_chars_per_word=100)
+        tok = Tokenizer(model)
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return tok
+
+    trainer_tok = build(None)
+    trainer_tok.normalizer = None  # the texts are normalised already
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2,
+                                        special_tokens=specials + continuations,
+                                        show_progress=False, continuing_subword_prefix="##")
+    trainer_tok.train_from_iterator(docs, trainer=trainer)
+    learned = trainer_tok.get_vocab(with_added_tokens=False)
+    ordered = sorted((t for t in learned if t not in specials), key=lambda t: (learned[t], t))
+    tok = build({t: i for i, t in enumerate([*specials, *ordered])})
+    tok.add_special_tokens(specials)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok.to_str()
+
+
+def vocab_tokens_for_random(info: TokenizerInfo) -> np.ndarray:
+    """Ids a random replacement may use: the whole vocabulary minus special tokens."""
+    ids = np.arange(info.vocab_size, dtype=np.int64)
+    return np.setdiff1d(ids, np.asarray(info.special.all_ids(), dtype=np.int64))

@@ -1,0 +1,151 @@
+"""The preprocessing driver: check everything that can be checked up front, then run Beam.
+
+Order matters for a clean failure story: inputs are listed (a missing glob fails in a second,
+not after an hour), the tokenizer is loaded or trained and checked against the task, an old
+manifest at the output is removed (so the directory stops being a dataset while it is
+rewritten), and only then is the pipeline built and run. The pipeline's last step writes the
+manifest; if anything fails before it, there is no dataset at the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from mlm_data import storage
+from mlm_data.config import PreprocessConfig
+from mlm_data.errors import ConfigError, InputError
+from mlm_data.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
+from mlm_data.readers import Document, InputFile, list_input_files, read_documents
+from mlm_data.schema import id_type_for
+from mlm_data.text import clean_text
+from mlm_data.tokenization import (
+    TokenizerInfo,
+    describe,
+    parse_tokenizer,
+    read_tokenizer_text,
+    require_specials,
+    train_wordpiece,
+)
+from pipelines.prepare import PrepareDocuments
+from pipelines.read import PROBLEMS, ReadDocuments
+from pipelines.runner import describe_runner, make_runner, pipeline_options
+from pipelines.write import WriteDataset
+
+log = logging.getLogger(__name__)
+
+#: Bytes of shard per byte of input text: ~4 characters per token, 2 bytes per uint16 id,
+#: plus word-start bits and offsets. Only used to pick a bucket count.
+_SHARD_BYTES_PER_TEXT_BYTE = 0.6
+_COMPRESSED_EXPANSION = 4.0
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    num_buckets: int
+    validation_buckets: int
+    estimated_text_bytes: int
+
+
+def plan_buckets(cfg: PreprocessConfig, files: Sequence[InputFile], vocab_size: int) -> BucketPlan:
+    """Bucket counts from the config, or from the input size so a bucket fills about one shard.
+
+    Depends only on file sizes and the config, so every runner and worker count agrees.
+    """
+    text_bytes = 0
+    for f in files:
+        compressed = f.name.endswith((".gz", ".zst", ".zstd", ".parquet"))
+        text_bytes += int(f.size * (_COMPRESSED_EXPANSION if compressed else 1.0))
+    id_bytes = 2 if vocab_size <= 1 << 16 else 4
+    per_text = _SHARD_BYTES_PER_TEXT_BYTE * id_bytes / 2 * cfg.instances.dupe_factor
+    train_fraction = 1.0 - cfg.output.validation_fraction
+    if cfg.output.num_buckets:
+        n = cfg.output.num_buckets
+    else:
+        n = max(1, math.ceil(text_bytes * per_text * train_fraction / cfg.output.target_shard_bytes))
+    v = 0
+    if cfg.output.validation_fraction > 0:
+        v = max(1, math.ceil(n * cfg.output.validation_fraction / max(train_fraction, 1e-9)))
+    return BucketPlan(num_buckets=n, validation_buckets=v, estimated_text_bytes=text_bytes)
+
+
+def prepare_output(root: str, *, overwrite: bool) -> None:
+    manifest_url = storage.join(root, MANIFEST_NAME)
+    if storage.exists(manifest_url):
+        if not overwrite:
+            raise ConfigError(f"{root}: already holds a dataset ({MANIFEST_NAME}); pass --overwrite "
+                              "(output.overwrite: true) to replace it, or choose another --output")
+        storage.remove(manifest_url)
+
+
+def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[str]:
+    """Cleaned document texts for tokenizer training, in id order, up to the sample size."""
+    texts: list[str] = []
+    budget = cfg.tokenizer.train_sample_bytes
+    for f in files:
+        for item in read_documents(f, cfg.input, max_document_chars=cfg.clean.max_document_chars):
+            if not isinstance(item, Document):
+                continue
+            text = clean_text(item.text, normalization=cfg.clean.unicode_normalization,
+                              remove_control_chars=cfg.clean.remove_control_chars)
+            texts.append(text)
+            budget -= len(text)
+            if budget <= 0:
+                return texts
+    return texts
+
+
+def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
+                      echo: Callable[[str], None]) -> tuple[str, TokenizerInfo]:
+    if cfg.tokenizer.path:
+        text = read_tokenizer_text(cfg.tokenizer.path)
+        source = cfg.tokenizer.path
+    else:
+        started = time.perf_counter()
+        texts = training_texts(cfg, files)
+        if not texts:
+            raise InputError(f"{', '.join(cfg.input.paths)}: no documents to train a tokenizer on")
+        text = train_wordpiece(texts, vocab_size=cfg.tokenizer.vocab_size, lowercase=cfg.tokenizer.lowercase)
+        source = "trained tokenizer"
+        echo(f"trained a WordPiece tokenizer ({cfg.tokenizer.vocab_size} entries max) on "
+             f"{len(texts)} documents in {time.perf_counter() - started:.1f}s")
+    tok = parse_tokenizer(text, source=source)
+    info = describe(tok, text)
+    require_specials(info, cfg.instances.task, source=source)
+    return text, info
+
+
+def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[[str], None] = log.info) -> Manifest:
+    """Preprocess ``cfg.input`` into a dataset at ``cfg.output.path`` and return its manifest."""
+    cfg.require_paths(source="preprocess")
+    root: str = cfg.output.path  # type: ignore[assignment]
+    files = list_input_files(cfg.input.paths)
+    prepare_output(root, overwrite=cfg.output.overwrite)
+    tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo)
+    storage.write_bytes(storage.join(root, TOKENIZER_NAME), tokenizer_json.encode("utf-8"))
+    plan = plan_buckets(cfg, files, info.vocab_size)
+    id_type = id_type_for(info.vocab_size)
+    options = pipeline_options(beam_args)
+    echo(f"{len(files)} input files, ~{plan.estimated_text_bytes / 1e6:.1f} MB of text → {plan.num_buckets} "
+         f"train bucket(s){f' + {plan.validation_buckets} validation' if plan.validation_buckets else ''}; "
+         f"runner {describe_runner(options)}")
+    started = time.perf_counter()
+    with beam.Pipeline(runner=make_runner(options), options=options) as p:
+        read = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars)
+        keyed, prep_counts = read.documents | "PrepareDocuments" >> PrepareDocuments(
+            clean=cfg.clean, tokenizer_json=tokenizer_json, num_buckets=plan.num_buckets,
+            validation_buckets=plan.validation_buckets, validation_fraction=cfg.output.validation_fraction,
+            id_type=id_type)
+        counts = (read.counts, prep_counts) | "ReadAndPrepareCounts" >> beam.Flatten()
+        _ = (keyed, counts, read[PROBLEMS]) | "WriteDataset" >> WriteDataset(
+            cfg, info, num_files=len(files), id_type=id_type)
+    manifest = Manifest.load(root)
+    echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
+         f"to {root} in {time.perf_counter() - started:.1f}s")
+    return manifest
+

@@ -1,0 +1,151 @@
+"""CreateInstances, WriteShards and WriteManifest: the per-bucket half and the final commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from mlm_data import __version__, stats
+from mlm_data.accounting import Counts
+from mlm_data.config import PreprocessConfig
+from mlm_data.config_loader import to_dict
+from mlm_data.errors import InputError
+from mlm_data.instances import BucketRows, build_rows
+from mlm_data.manifest import ShardEntry, build_manifest_data, remove_stale_files, write_manifest
+from mlm_data.readers import FileProblem
+from mlm_data.schema import SCHEMA_VERSION
+from mlm_data.shards import shard_name, split_points, write_shard
+from mlm_data.tokenization import TokenizerInfo
+from mlm_data.tokenized import TokenizedDocuments
+from pipelines.metrics import report
+from pipelines.read import COUNTS
+
+
+class CreateInstancesFn(beam.DoFn):
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo) -> None:
+        self._cfg = cfg
+        self._tokenizer = tokenizer
+
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes]]) -> Iterator[object]:
+        (split, bucket), payloads = element
+        tables = [pa.ipc.open_stream(pa.py_buffer(p)).read_all() for p in payloads]
+        docs = TokenizedDocuments.from_arrow(pa.concat_tables(tables))
+        rows = build_rows(docs, cfg=self._cfg, tokenizer=self._tokenizer, split=split, bucket=bucket)
+        yield beam.pvalue.TaggedOutput(COUNTS, report(rows.counts))
+        if rows.table.num_rows:
+            yield (split, bucket), rows
+
+
+class WriteShardsFn(beam.DoFn):
+    """Writes a bucket's rows as shards of about the target size, straight to their final,
+    deterministic names; a retried bundle rewrites the same bytes to the same names."""
+
+    def __init__(self, root: str, target_bytes: int, id_itemsize: int) -> None:
+        self._root = root
+        self._target = target_bytes
+        self._itemsize = id_itemsize
+
+    def process(self, element: tuple[tuple[str, int], BucketRows]) -> Iterator[dict[str, Any]]:
+        (split, bucket), rows = element
+        row_bytes = rows.row_tokens * (self._itemsize + 0.125) + 16
+        entries = []
+        for part, (lo, hi) in enumerate(split_points(row_bytes, self._target)):
+            written = write_shard(self._root, shard_name(split, bucket, part), rows.table.slice(lo, hi - lo))
+            entries.append(ShardEntry(path=written.path, split=split, num_rows=written.num_rows,
+                                      num_tokens=int(rows.row_tokens[lo:hi].sum()), num_bytes=written.num_bytes,
+                                      sha256=written.sha256))
+        yield {"split": split, "shards": entries, "stats": rows.stats}
+
+
+class WriteManifestFn(beam.DoFn):
+    """Runs once, after every shard exists: checks the accounting and publishes the manifest."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int, id_dtype: str) -> None:
+        self._cfg = cfg
+        self._tokenizer = tokenizer
+        self._num_files = num_files
+        self._id_dtype = id_dtype
+
+    def process(self, _: object, buckets: list[dict[str, Any]], counts: list[Counts],
+                problems: list[FileProblem]) -> Iterator[dict[str, Any]]:
+        cfg = self._cfg
+        total = Counts.total(counts)
+        if not total.balanced():
+            raise RuntimeError(f"internal accounting error: {total.as_manifest()} does not balance")
+        shards = [s for b in buckets for s in b["shards"]]
+        if not shards:
+            dropped = ", ".join(f"{k}: {v}" for k, v in sorted(total.dropped.items())) or "none"
+            raise InputError(
+                f"{', '.join(cfg.input.paths)}: no training rows were produced ({total.read} documents read, "
+                f"dropped: {dropped}); check input.format, input.text_field and the clean.* limits"
+            )
+        per_split: dict[str, list[dict[str, Any]]] = {}
+        for b in buckets:
+            per_split.setdefault(b["split"], []).append(b["stats"])
+        problem_list = sorted(({"file": p.name, "reason": p.reason, "detail": p.detail} for p in problems),
+                              key=lambda p: (p["file"], p["reason"]))
+        data = build_manifest_data(
+            task=cfg.instances.task,
+            schema_version=SCHEMA_VERSION,
+            id_dtype=self._id_dtype,
+            max_seq_length=cfg.instances.max_seq_length,
+            static_masking=cfg.masking.enabled,
+            tokenizer=self._tokenizer.as_manifest("tokenizer.json"),
+            config=recorded_config(cfg),
+            shards=shards,
+            counts=total.as_manifest(),
+            files={"listed": self._num_files, "problems": problem_list},
+            stats={k: stats.merge(sorted(v, key=_stats_order)) for k, v in per_split.items()},
+            created_by=f"mlm-data {__version__}",
+        )
+        write_manifest(cfg.output.path, data)  # type: ignore[arg-type]
+        remove_stale_files(cfg.output.path, data)  # type: ignore[arg-type]
+        yield data["totals"]
+
+
+def recorded_config(cfg: PreprocessConfig) -> dict[str, Any]:
+    """The config as the manifest records it: what shaped the data, not where it was written
+    (so a dataset written to two places has byte-identical manifests)."""
+    data = to_dict(cfg)
+    data["output"] = {k: v for k, v in data["output"].items() if k not in ("path", "overwrite")}
+    return data
+
+
+def _stats_order(s: dict[str, Any]) -> tuple[int, int]:
+    # Merging is addition, so order does not change the result; sorting keeps it reproducible
+    # even for floating-point fields.
+    return (int(s.get("rows", 0)), int(s.get("tokens", 0)))
+
+
+class WriteDataset(beam.PTransform):
+    """Keyed bucket payloads + counts + file problems → shards and, last, the manifest."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int,
+                 id_type: pa.DataType) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._tokenizer = tokenizer
+        self._num_files = num_files
+        self._id_type = id_type
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        keyed, counts, problems = inputs
+        cfg = self._cfg
+        grouped = keyed | "GroupIntoBuckets" >> beam.GroupByKey()
+        created = grouped | "CreateInstances" >> beam.ParDo(CreateInstancesFn(cfg, self._tokenizer)).with_outputs(
+            COUNTS, main="rows")
+        written = created.rows | "WriteShards" >> beam.ParDo(
+            WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes, np.dtype(self._id_type.to_pandas_dtype()).itemsize))
+        all_counts = (counts, created[COUNTS]) | "AllCounts" >> beam.Flatten()
+        pbegin = keyed.pipeline
+        return (
+            pbegin
+            | "Commit" >> beam.Create([None])
+            | "WriteManifest" >> beam.ParDo(
+                WriteManifestFn(cfg, self._tokenizer, num_files=self._num_files, id_dtype=str(self._id_type)),
+                beam.pvalue.AsList(written), beam.pvalue.AsList(all_counts), beam.pvalue.AsList(problems))
+        )

@@ -1,0 +1,67 @@
+"""Shared fixtures: a small real corpus, the test tokenizer, and a one-call preprocess helper."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+#: A 2,000-entry WordPiece vocabulary trained by `mlm-data train-tokenizer` on the demo corpus.
+TOKENIZER = DATA / "wordpiece-2k.json"
+DEMO_CORPUS = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
+#: Optional real BERT vocabulary on development machines and CI (never required).
+SHARED_BERT = REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json"
+
+
+def demo_documents(n: int, *, start: int = 0) -> list[str]:
+    """The first ``n`` documents (pages) of the bundled corpus, blank-line separated text each."""
+    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as f:
+        docs = [d for d in f.read().split("\n\n") if d.strip()]
+    return docs[start:start + n]
+
+
+def write_corpus(root: Path, docs_per_file: Sequence[Sequence[str]], *, names: Sequence[str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, docs in enumerate(docs_per_file):
+        name = names[i] if names else f"part-{i}.txt"
+        data = ("\n\n".join(docs) + "\n").encode("utf-8")
+        path = root / name
+        if name.endswith(".gz"):
+            with gzip.GzipFile(path, "wb", mtime=0) as f:
+                f.write(data)
+        else:
+            path.write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three files (one gzipped) holding 60 real documentation pages."""
+    docs = demo_documents(60)
+    root = tmp_path_factory.mktemp("corpus")
+    return write_corpus(root, [docs[:25], docs[25:45], docs[45:]], names=["a.txt", "b.txt.gz", "c.txt"])
+
+
+@pytest.fixture(scope="session")
+def preprocess() -> Callable[..., Any]:
+    """``preprocess(inputs, output, beam_args=(), **{'section.field': value})`` → Manifest."""
+    from mlm_data.config import load_preprocess_config
+    from pipelines.preprocess import run
+
+    def _run(inputs: Sequence[str] | str, output: Path | str, *, beam_args: Sequence[str] = (),
+             config: str | None = None, **fields: Any) -> Any:
+        extra: dict[str, Any] = {
+            "input.paths": [inputs] if isinstance(inputs, str) else list(inputs),
+            "output.path": str(output),
+            "tokenizer.path": str(TOKENIZER),
+        }
+        extra.update({k.replace("__", "."): v for k, v in fields.items()})
+        cfg = load_preprocess_config(config, extra=extra)
+        return run(cfg, beam_args=list(beam_args), echo=lambda _msg: None)
+
+    return _run
