@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from mlm_data import accounting
 from mlm_data.accounting import Counts
@@ -22,7 +21,7 @@ from mlm_data.readers import Document
 from mlm_data.rows import offsets_from_lengths, ranges_index
 from mlm_data.sentences import split_lines, split_sentences
 from mlm_data.text import clean_text
-from mlm_data.tokenization import encode
+from mlm_data.tokenization import TextEncoder
 from mlm_data.tokenized import DIGEST_BYTES, TokenizedDocuments
 
 TRAIN, VALIDATION = "train", "validation"
@@ -59,7 +58,7 @@ def clean_and_split(docs: Sequence[Document], cfg: CleanConfig, counts: Counts) 
     return out
 
 
-def tokenize_documents(tok: Tokenizer, docs: Sequence[SplitDocument], counts: Counts) -> TokenizedDocuments:
+def tokenize_documents(encoder: TextEncoder, docs: Sequence[SplitDocument], counts: Counts) -> TokenizedDocuments:
     """Tokenize every sentence of every document in one batched call.
 
     Sentences that tokenize to nothing are removed; documents left without tokens are dropped
@@ -67,7 +66,7 @@ def tokenize_documents(tok: Tokenizer, docs: Sequence[SplitDocument], counts: Co
     and packing rely on.
     """
     sentences = [s for d in docs for s in d.sentences]
-    enc = encode(tok, sentences)
+    enc = encoder.encode(sentences)
     sent_len = np.diff(enc.offsets)
     doc_sent_count = np.fromiter((len(d.sentences) for d in docs), dtype=np.int64, count=len(docs))
     doc_of_sentence = np.repeat(np.arange(len(docs)), doc_sent_count)
@@ -107,6 +106,9 @@ def assign_buckets(docs: TokenizedDocuments, *, num_buckets: int, validation_buc
     bucket = np.where(is_val, low % np.uint64(max(1, validation_buckets)), low % np.uint64(num_buckets)).astype(np.int64)
     out: dict[tuple[str, int], TokenizedDocuments] = {}
     key_code = bucket * 2 + is_val
+    if (key_code == key_code[0]).all():
+        code = int(key_code[0])
+        return {(VALIDATION if code % 2 else TRAIN, code // 2): docs}
     for code in np.unique(key_code).tolist():
         members = np.flatnonzero(key_code == code)
         out[(VALIDATION if code % 2 else TRAIN, code // 2)] = docs.select(members)

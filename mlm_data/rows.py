@@ -95,3 +95,18 @@ def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
+
+
+def take_ranges(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``values[ranges_index(starts, lengths)]``, choosing the cheaper way to build it.
+
+    Long ranges (whole documents) are copied slice by slice; many short ones through one
+    fancy-index gather. Both give identical results.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) == 0:
+        return values[:0].copy()
+    if lengths.sum() >= 256 * len(lengths):
+        return np.concatenate([values[s:s + n] for s, n in zip(starts.tolist(), lengths.tolist())])
+    return values[ranges_index(starts, lengths)]

@@ -134,20 +134,53 @@ class Encoded:
     offsets: np.ndarray      # (S+1,) int64
 
 
-def encode(tok: Tokenizer, texts: Sequence[str]) -> Encoded:
-    """Tokenize ``texts`` in one batched, multi-threaded call, flattening the result with numpy.
+class TextEncoder:
+    """Tokenizes batches of texts into flat arrays with word-start flags.
 
-    Word ids restart at 0 for every text, so a token starts a word where its word id differs
-    from its predecessor's, or where a new text begins.
+    Word starts come from the tokenizer's own word ids, which works for every model. For the
+    common BERT case (a WordPiece model behind ``BertPreTokenizer``) the same flags follow from
+    the ``##`` prefix alone — a piece continues a word exactly when it carries the prefix — so
+    we look them up in a per-vocabulary table and use ``encode_batch_fast``, which skips word
+    ids and offsets and is markedly faster.
     """
-    encs = tok.encode_batch(list(texts), add_special_tokens=False)
-    ids_lists = [e.ids for e in encs]
-    lengths = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
-    offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    n = int(offsets[-1])
-    ids = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.uint32, count=n)
-    word_lists = [e.word_ids for e in encs]
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        self._continuation = _wordpiece_continuation_table(tok)
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        texts = list(texts)
+        fast = self._continuation is not None and hasattr(self.tok, "encode_batch_fast")
+        encs = (self.tok.encode_batch_fast if fast else self.tok.encode_batch)(texts, add_special_tokens=False)
+        ids_lists = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+        offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        n = int(offsets[-1])
+        ids = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.uint32, count=n)
+        if fast:
+            word_start = ~self._continuation[ids]  # type: ignore[index]
+        else:
+            word_start = _word_starts_from_word_ids([e.word_ids for e in encs], n)
+        word_start[offsets[:-1][lengths > 0]] = True
+        return Encoded(ids=ids, word_start=word_start, offsets=offsets)
+
+
+def _wordpiece_continuation_table(tok: Tokenizer) -> np.ndarray | None:
+    """``table[id]`` is True for ``##`` pieces, when word starts can be read off the ids."""
+    spec = json.loads(tok.to_str())
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    if model.get("type") != "WordPiece" or pre.get("type") != "BertPreTokenizer":
+        return None
+    prefix = model.get("continuing_subword_prefix") or "##"
+    table = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=bool)
+    for token, i in tok.get_vocab(with_added_tokens=False).items():
+        if token.startswith(prefix):
+            table[i] = True
+    return table
+
+
+def _word_starts_from_word_ids(word_lists: list[list[int | None]], n: int) -> np.ndarray:
     try:
         words = np.fromiter(itertools.chain.from_iterable(word_lists), dtype=np.int64, count=n)
     except TypeError:  # added tokens inside the text have no word id
@@ -158,9 +191,7 @@ def encode(tok: Tokenizer, texts: Sequence[str]) -> Encoded:
     if n > 1:
         np.not_equal(words[1:], words[:-1], out=word_start[1:])
         word_start[1:] |= words[1:] < 0
-    starts = offsets[:-1][lengths > 0]
-    word_start[starts] = True
-    return Encoded(ids=ids, word_start=word_start, offsets=offsets)
+    return word_start
 
 
 def train_wordpiece(texts: Iterable[str], *, vocab_size: int, lowercase: bool) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from mlm_data.rows import offsets_from_lengths, ranges_index
+from mlm_data.rows import offsets_from_lengths, ranges_index, take_ranges
 
 DIGEST_BYTES = 16
 
@@ -50,14 +50,15 @@ class TokenizedDocuments:
         doc_sents = np.diff(self.doc_offsets)
         sent_idx = ranges_index(self.doc_offsets[:-1][order], doc_sents[order])
         sent_len = self.sentence_lengths()[sent_idx]
-        tok_idx = ranges_index(self.sent_offsets[:-1][sent_idx], sent_len)
+        tok_offsets = self.doc_token_offsets()
+        tok_starts, tok_lens = tok_offsets[:-1][order], np.diff(tok_offsets)[order]
         return TokenizedDocuments(
             doc_ids=tuple(self.doc_ids[i] for i in order),
             digests=self.digests[order],
             doc_offsets=offsets_from_lengths(doc_sents[order]),
             sent_offsets=offsets_from_lengths(sent_len),
-            ids=self.ids[tok_idx],
-            word_start=self.word_start[tok_idx],
+            ids=take_ranges(self.ids, tok_starts, tok_lens),
+            word_start=take_ranges(self.word_start, tok_starts, tok_lens),
         )
 
     def to_arrow(self, id_type: pa.DataType) -> pa.RecordBatch:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
 
 from mlm_data import prepare
 from mlm_data.accounting import Counts
 from mlm_data.config import CleanConfig
+from mlm_data.errors import TokenizerError
 from mlm_data.readers import Document
-from mlm_data.tokenization import parse_tokenizer
+from mlm_data.tokenization import TextEncoder, parse_tokenizer, read_tokenizer_text
 from mlm_data.tokenized import TokenizedDocuments
 from pipelines.metrics import report
 from pipelines.read import COUNTS
@@ -30,25 +34,60 @@ class CleanAndSplitFn(beam.DoFn):
 
 
 class TokenizeFn(beam.DoFn):
-    """Tokenizes whole batches with the Rust tokenizer's own thread pool.
+    """Tokenizes whole batches, overlapping the tokenizer with the rest of the pipeline.
 
-    The tokenizer travels as JSON text and is parsed once per worker in ``setup()``, never at
-    graph-construction time.
+    The Rust tokenizer releases the GIL, so batch ``k`` is tokenized on a helper thread while
+    this thread hands on batch ``k-1`` and the upstream stages read and split batch ``k+1``.
+    At most one batch is in flight, so memory stays bounded. Workers read the tokenizer from
+    the dataset folder (checking its hash) once, in ``setup()``, never at graph-construction
+    time, and the pickled pipeline stays small.
     """
 
-    def __init__(self, tokenizer_json: str) -> None:
-        self._tokenizer_json = tokenizer_json
-        self._tok = None
+    def __init__(self, tokenizer_url: str, sha256: str) -> None:
+        self._tokenizer_url = tokenizer_url
+        self._sha256 = sha256
 
     def setup(self) -> None:
-        self._tok = parse_tokenizer(self._tokenizer_json, source="tokenizer")
+        text = read_tokenizer_text(self._tokenizer_url)
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != self._sha256:
+            raise TokenizerError(f"{self._tokenizer_url}: changed while the pipeline was running; run again")
+        self._encoder = TextEncoder(parse_tokenizer(text, source=self._tokenizer_url))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        self._pending: Future | None = None
 
-    def process(self, batch: list[prepare.SplitDocument]) -> Iterator[object]:
+    def _tokenize(self, batch: list[prepare.SplitDocument]) -> tuple[TokenizedDocuments, Counts]:
         counts = Counts()
-        docs = prepare.tokenize_documents(self._tok, batch, counts)
+        return prepare.tokenize_documents(self._encoder, batch, counts), counts
+
+    def _emit(self, result: tuple[TokenizedDocuments, Counts]) -> Iterator[object]:
+        docs, counts = result
         if docs.num_docs:
             yield docs
         yield beam.pvalue.TaggedOutput(COUNTS, report(counts))
+
+    def start_bundle(self) -> None:
+        self._pending = None
+
+    def process(self, batch: list[prepare.SplitDocument]) -> Iterator[object]:
+        future = self._pool.submit(self._tokenize, batch)
+        previous, self._pending = self._pending, future
+        if previous is not None:
+            yield from self._emit(previous.result())
+
+    def finish_bundle(self) -> Iterator[object]:
+        if self._pending is None:
+            return
+        previous, self._pending = self._pending, None
+        for out in self._emit(previous.result()):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+            else:
+                yield GlobalWindows.windowed_value(out)
+
+    def teardown(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class AssignBucketsFn(beam.DoFn):
@@ -80,18 +119,18 @@ class AssignBucketsFn(beam.DoFn):
 class PrepareDocuments(beam.PTransform):
     """Document batches → keyed, tokenized bucket payloads; drop counts to ``counts``."""
 
-    def __init__(self, *, clean: CleanConfig, tokenizer_json: str, num_buckets: int,
+    def __init__(self, *, clean: CleanConfig, tokenizer_url: str, tokenizer_sha256: str, num_buckets: int,
                  validation_buckets: int, validation_fraction: float, id_type: pa.DataType) -> None:
         super().__init__()
         self._clean = clean
-        self._tokenizer_json = tokenizer_json
+        self._tokenizer = (tokenizer_url, tokenizer_sha256)
         self._bucket_args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
                                  validation_fraction=validation_fraction, id_type=id_type)
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cleaned = batches | "CleanAndSplit" >> beam.ParDo(CleanAndSplitFn(self._clean)).with_outputs(
             COUNTS, main="documents")
-        tokenized = cleaned.documents | "Tokenize" >> beam.ParDo(TokenizeFn(self._tokenizer_json)).with_outputs(
+        tokenized = cleaned.documents | "Tokenize" >> beam.ParDo(TokenizeFn(*self._tokenizer)).with_outputs(
             COUNTS, main="documents")
         keyed = tokenized.documents | "AssignBuckets" >> beam.ParDo(AssignBucketsFn(**self._bucket_args))
         counts = (cleaned[COUNTS], tokenized[COUNTS]) | "MergeCounts" >> beam.Flatten()

@@ -127,7 +127,8 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     files = list_input_files(cfg.input.paths)
     prepare_output(root, overwrite=cfg.output.overwrite)
     tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo)
-    storage.write_bytes(storage.join(root, TOKENIZER_NAME), tokenizer_json.encode("utf-8"))
+    tokenizer_url = storage.join(root, TOKENIZER_NAME)
+    storage.write_bytes(tokenizer_url, tokenizer_json.encode("utf-8"))
     plan = plan_buckets(cfg, files, info.vocab_size)
     id_type = id_type_for(info.vocab_size)
     options = pipeline_options(beam_args)
@@ -138,7 +139,7 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     with beam.Pipeline(runner=make_runner(options), options=options) as p:
         read = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars)
         keyed, prep_counts = read.documents | "PrepareDocuments" >> PrepareDocuments(
-            clean=cfg.clean, tokenizer_json=tokenizer_json, num_buckets=plan.num_buckets,
+            clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256, num_buckets=plan.num_buckets,
             validation_buckets=plan.validation_buckets, validation_fraction=cfg.output.validation_fraction,
             id_type=id_type)
         counts = (read.counts, prep_counts) | "ReadAndPrepareCounts" >> beam.Flatten()

@@ -15,10 +15,10 @@ def test_derive_key_is_stable_and_distinguishes_parts():
     assert len(keys) == 5
 
 
-def test_keyed_random_pinned_stream():
+def test_keyed_random_stream_and_distributions():
     rng = KeyedRandom(42)
-    first = [rng.next_u64() for _ in range(3)]
-    assert first == [KeyedRandom(42).next_u64(), *first[1:]]
+    # CPython guarantees this stream for an integer seed; pin it so a change is noticed.
+    assert [round(rng.random(), 12) for _ in range(2)] == [0.639426798458, 0.025010755223]
     r = KeyedRandom(7)
     draws = [r.randint(2, 5) for _ in range(4000)]
     assert set(draws) == {2, 3, 4, 5}
