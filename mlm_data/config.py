@@ -32,13 +32,31 @@ class InputConfig:
     on_bad_file: Literal["fail", "skip"] = "fail"
     """A binary, corrupt or unreadable file stops the run (``fail``) or is skipped and listed
     in the manifest (``skip``)."""
+    text_pair_field: str | None = None
+    """Sequence classification: optional second text (sentence pairs), by name or position."""
+    label_field: str = "label"
+    """Sequence classification: the label column (JSONL key, CSV/TSV/Parquet column name, or a
+    0-based column position such as ``"0"`` for headerless CSV/TSV)."""
+    has_header: bool = True
+    """CSV/TSV: whether the first row names the columns (if not, fields are positions)."""
+    tokens_field: str = "tokens"
+    """Token classification JSONL: key of the list of words."""
+    tags_field: str = "tags"
+    """Token classification JSONL: key of the list of tags (one per word)."""
+    conll_token_column: int = 0
+    """CoNLL: 0-based column holding the word."""
+    conll_label_column: int = -1
+    """CoNLL: 0-based column holding the tag (-1 = last column)."""
 
     def __post_init__(self) -> None:
         errors = []
         if any(not isinstance(p, str) or not p for p in self.paths):
             errors.append("paths: every entry must be a non-empty string")
-        if not self.text_field:
-            errors.append("text_field: must not be empty")
+        for name in ("text_field", "label_field", "tokens_field", "tags_field"):
+            if not getattr(self, name):
+                errors.append(f"{name}: must not be empty")
+        if self.conll_token_column < 0:
+            errors.append(f"conll_token_column: must be >= 0, found {self.conll_token_column}")
         check(errors)
 
 
@@ -169,6 +187,31 @@ class StaticMaskingConfig(MaskingConfig):
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """Label vocabulary and alignment for the classification tasks."""
+
+    names: tuple[str, ...] | None = None
+    """Fixed label list (its order gives the ids); empty = collect the labels seen in the input."""
+    from_dataset: str | None = None
+    """Reuse the label list of an existing dataset (``--labels-from``), so dev/test ids match train."""
+    label_all_subtokens: bool = False
+    """Token classification: label every sub-token of a word, not only the first."""
+    stride: int = 32
+    """Token classification: tokens of context repeated (unlabelled) at the start of the next
+    window when a sentence is longer than ``max_seq_length``."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.names is not None and len(set(self.names)) != len(self.names):
+            errors.append("names: labels must be unique")
+        if self.names is not None and self.from_dataset:
+            errors.append("names and from_dataset: give one or the other")
+        if self.stride < 0:
+            errors.append(f"stride: must be >= 0, found {self.stride}")
+        check(errors)
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     path: str | None = None
     """Dataset directory or URL prefix; ``--output`` on the command line replaces it."""
@@ -207,6 +250,8 @@ class PreprocessConfig:
     """How token streams become training rows."""
     masking: StaticMaskingConfig = field(default_factory=StaticMaskingConfig)
     """Optional static masking in the pipeline."""
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    """Label vocabulary and alignment (token and sequence classification)."""
     output: OutputConfig = field(default_factory=OutputConfig)
     """Where and how shards are written."""
 
@@ -214,6 +259,8 @@ class PreprocessConfig:
         errors = []
         if self.masking.enabled and self.instances.task not in ("mlm_nsp", "mlm_fullsent", "mlm_docsent"):
             errors.append(f"masking.enabled: static masking applies to MLM tasks, not {self.instances.task!r}")
+        if self.instances.task == "token_classification" and self.labels.stride >= self.instances.max_seq_length - 2:
+            errors.append(f"labels.stride: must be below max_seq_length - 2, found {self.labels.stride}")
         check(errors)
 
     def require_paths(self, *, source: str) -> None:
