@@ -14,23 +14,20 @@ from mlm_data import prepare
 from mlm_data.accounting import Counts
 from mlm_data.config import CleanConfig
 from mlm_data.errors import TokenizerError
-from mlm_data.readers import Document
 from mlm_data.tokenization import TextEncoder, parse_tokenizer, read_tokenizer_text
-from mlm_data.tokenized import TokenizedDocuments
 from pipelines.metrics import report
-from pipelines.read import COUNTS
+from pipelines.read import Batch
 
 
 class CleanAndSplitFn(beam.DoFn):
     def __init__(self, config: CleanConfig) -> None:
         self._config = config
 
-    def process(self, batch: list[Document]) -> Iterator[object]:
+    def process(self, batch: Batch) -> Iterator[Batch]:
         counts = Counts()
-        kept = prepare.clean_and_split(batch, self._config, counts)
-        if kept:
-            yield kept
-        yield beam.pvalue.TaggedOutput(COUNTS, report(counts))
+        kept = prepare.clean_and_split(batch.items, self._config, counts)
+        report(counts)
+        yield Batch(items=kept, counts=counts)
 
 
 class TokenizeFn(beam.DoFn):
@@ -38,14 +35,17 @@ class TokenizeFn(beam.DoFn):
 
     The Rust tokenizer releases the GIL, so batch ``k`` is tokenized on a helper thread while
     this thread hands on batch ``k-1`` and the upstream stages read and split batch ``k+1``.
-    At most one batch is in flight, so memory stays bounded. Workers read the tokenizer from
+    At most one batch is in flight, so memory stays bounded. The last batch of a bundle leaves
+    in ``finish_bundle``; runners that drop such output (Beam's DaskRunner) get
+    ``overlap=False``. Workers read the tokenizer from
     the dataset folder (checking its hash) once, in ``setup()``, never at graph-construction
     time, and the pickled pipeline stays small.
     """
 
-    def __init__(self, tokenizer_url: str, sha256: str) -> None:
+    def __init__(self, tokenizer_url: str, sha256: str, *, overlap: bool = True) -> None:
         self._tokenizer_url = tokenizer_url
         self._sha256 = sha256
+        self._overlap = overlap
 
     def setup(self) -> None:
         text = read_tokenizer_text(self._tokenizer_url)
@@ -55,34 +55,28 @@ class TokenizeFn(beam.DoFn):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self._pending: Future | None = None
 
-    def _tokenize(self, batch: list[prepare.SplitDocument]) -> tuple[TokenizedDocuments, Counts]:
+    def _tokenize(self, batch: Batch) -> Batch:
         counts = Counts()
-        return prepare.tokenize_documents(self._encoder, batch, counts), counts
-
-    def _emit(self, result: tuple[TokenizedDocuments, Counts]) -> Iterator[object]:
-        docs, counts = result
-        if docs.num_docs:
-            yield docs
-        yield beam.pvalue.TaggedOutput(COUNTS, report(counts))
+        docs = prepare.tokenize_documents(self._encoder, batch.items, counts)
+        report(counts)
+        return Batch(items=docs, counts=counts)
 
     def start_bundle(self) -> None:
         self._pending = None
 
-    def process(self, batch: list[prepare.SplitDocument]) -> Iterator[object]:
+    def process(self, batch: Batch) -> Iterator[Batch]:
+        if not self._overlap:
+            yield self._tokenize(batch)
+            return
         future = self._pool.submit(self._tokenize, batch)
         previous, self._pending = self._pending, future
         if previous is not None:
-            yield from self._emit(previous.result())
+            yield previous.result()
 
     def finish_bundle(self) -> Iterator[object]:
-        if self._pending is None:
-            return
-        previous, self._pending = self._pending, None
-        for out in self._emit(previous.result()):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            else:
-                yield GlobalWindows.windowed_value(out)
+        if self._pending is not None:
+            previous, self._pending = self._pending, None
+            yield GlobalWindows.windowed_value(previous.result())
 
     def teardown(self) -> None:
         pool = getattr(self, "_pool", None)
@@ -104,34 +98,40 @@ class AssignBucketsFn(beam.DoFn):
         self._validation_fraction = validation_fraction
         self._id_type = id_type
 
-    def process(self, docs: TokenizedDocuments) -> Iterator[tuple[tuple[str, int], bytes]]:
-        routed = prepare.assign_buckets(docs, num_buckets=self._num_buckets,
+    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes]]:
+        routed = prepare.assign_buckets(batch.items, num_buckets=self._num_buckets,
                                         validation_buckets=self._validation_buckets,
                                         validation_fraction=self._validation_fraction)
         for key in sorted(routed):
-            batch = routed[key].to_arrow(self._id_type)
+            payload = routed[key].to_arrow(self._id_type)
             sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, batch.schema) as writer:
-                writer.write_batch(batch)
+            with pa.ipc.new_stream(sink, payload.schema) as writer:
+                writer.write_batch(payload)
             yield key, sink.getvalue().to_pybytes()
 
 
 class PrepareDocuments(beam.PTransform):
-    """Document batches → keyed, tokenized bucket payloads; drop counts to ``counts``."""
+    """Document batches → keyed, tokenized bucket payloads, plus one summary per batch
+    (its drop tallies and file problems) for the manifest."""
 
     def __init__(self, *, clean: CleanConfig, tokenizer_url: str, tokenizer_sha256: str, num_buckets: int,
-                 validation_buckets: int, validation_fraction: float, id_type: pa.DataType) -> None:
+                 validation_buckets: int, validation_fraction: float, id_type: pa.DataType,
+                 overlap_tokenization: bool = True) -> None:
         super().__init__()
         self._clean = clean
         self._tokenizer = (tokenizer_url, tokenizer_sha256)
+        self._overlap = overlap_tokenization
         self._bucket_args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
                                  validation_fraction=validation_fraction, id_type=id_type)
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        cleaned = batches | "CleanAndSplit" >> beam.ParDo(CleanAndSplitFn(self._clean)).with_outputs(
-            COUNTS, main="documents")
-        tokenized = cleaned.documents | "Tokenize" >> beam.ParDo(TokenizeFn(*self._tokenizer)).with_outputs(
-            COUNTS, main="documents")
-        keyed = tokenized.documents | "AssignBuckets" >> beam.ParDo(AssignBucketsFn(**self._bucket_args))
-        counts = (cleaned[COUNTS], tokenized[COUNTS]) | "MergeCounts" >> beam.Flatten()
-        return keyed, counts
+        cleaned = batches | "CleanAndSplit" >> beam.ParDo(CleanAndSplitFn(self._clean))
+        tokenized = cleaned | "Tokenize" >> beam.ParDo(TokenizeFn(*self._tokenizer, overlap=self._overlap))
+        keyed = tokenized | "AssignBuckets" >> beam.ParDo(AssignBucketsFn(**self._bucket_args))
+        summaries = (
+            (batches | "ReadSummaries" >> beam.Map(Batch.summary),
+             cleaned | "CleanSummaries" >> beam.Map(Batch.summary),
+             tokenized | "TokenizeSummaries" >> beam.Map(Batch.summary))
+            | "Summaries" >> beam.Flatten()
+        )
+        return keyed, summaries

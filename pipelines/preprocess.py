@@ -33,8 +33,13 @@ from mlm_data.tokenization import (
     train_wordpiece,
 )
 from pipelines.prepare import PrepareDocuments
-from pipelines.read import PROBLEMS, ReadDocuments
-from pipelines.runner import describe_runner, make_runner, pipeline_options
+from pipelines.read import ReadDocuments
+from pipelines.runner import (
+    describe_runner,
+    make_runner,
+    pipeline_options,
+    runner_keeps_finish_bundle_output,
+)
 from pipelines.write import WriteDataset
 
 log = logging.getLogger(__name__)
@@ -137,13 +142,12 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
          f"runner {describe_runner(options)}")
     started = time.perf_counter()
     with beam.Pipeline(runner=make_runner(options), options=options) as p:
-        read = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars)
-        keyed, prep_counts = read.documents | "PrepareDocuments" >> PrepareDocuments(
+        batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars)
+        keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
             clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256, num_buckets=plan.num_buckets,
             validation_buckets=plan.validation_buckets, validation_fraction=cfg.output.validation_fraction,
-            id_type=id_type)
-        counts = (read.counts, prep_counts) | "ReadAndPrepareCounts" >> beam.Flatten()
-        _ = (keyed, counts, read[PROBLEMS]) | "WriteDataset" >> WriteDataset(
+            id_type=id_type, overlap_tokenization=runner_keeps_finish_bundle_output(options))
+        _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
             cfg, info, num_files=len(files), id_type=id_type)
     manifest = Manifest.load(root)
     echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "

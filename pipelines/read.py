@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import apache_beam as beam
 
@@ -11,11 +13,27 @@ from mlm_data.config import InputConfig
 from mlm_data.readers import Document, Dropped, FileProblem, InputFile, read_documents
 from pipelines.metrics import report
 
-COUNTS = "counts"
-PROBLEMS = "problems"
 #: Documents are handed on in batches of about this much text: big enough that per-element
 #: runner overhead vanishes even for one-line documents, small enough to bound memory.
 BATCH_CHARS = 1 << 20
+
+
+@dataclass
+class Batch:
+    """One unit of work in the first stage: its items and the tallies of the stage that made it.
+
+    Tallies ride along with the data instead of going to tagged side outputs, which some
+    runners (Beam's DaskRunner) mix into the main output. Each stage's tallies are collected
+    from that stage's own output, so if a runner ever lost batches between stages, documents
+    read would no longer equal written + dropped and the manifest step would refuse to publish.
+    """
+
+    items: Any
+    counts: Counts = field(default_factory=Counts)
+    problems: list[FileProblem] = field(default_factory=list)
+
+    def summary(self) -> tuple[Counts, list[FileProblem]]:
+        return self.counts, self.problems
 
 
 class ReadFileFn(beam.DoFn):
@@ -23,31 +41,29 @@ class ReadFileFn(beam.DoFn):
         self._config = config
         self._max_chars = max_document_chars
 
-    def process(self, file: InputFile) -> Iterator[object]:
-        batch: list[Document] = []
+    def process(self, file: InputFile) -> Iterator[Batch]:
+        batch = Batch(items=[])
         chars = 0
-        counts = Counts()
         for item in read_documents(file, self._config, max_document_chars=self._max_chars):
             if isinstance(item, Document):
-                counts.read += 1
-                batch.append(item)
+                batch.counts.read += 1
+                batch.items.append(item)
                 chars += len(item.text)
                 if chars >= BATCH_CHARS:
+                    report(batch.counts)
                     yield batch
-                    yield beam.pvalue.TaggedOutput(COUNTS, report(counts))
-                    batch, chars, counts = [], 0, Counts()
+                    batch, chars = Batch(items=[]), 0
             elif isinstance(item, Dropped):
-                counts.read += 1
-                counts.drop(item.reason)
+                batch.counts.read += 1
+                batch.counts.drop(item.reason)
             elif isinstance(item, FileProblem):
-                yield beam.pvalue.TaggedOutput(PROBLEMS, item)
-        if batch:
-            yield batch
-        yield beam.pvalue.TaggedOutput(COUNTS, report(counts))
+                batch.problems.append(item)
+        report(batch.counts)
+        yield batch
 
 
 class ReadDocuments(beam.PTransform):
-    """Files → ``list[Document]`` batches; side outputs ``counts`` and ``problems``."""
+    """Files → ``Batch`` of ``list[Document]``."""
 
     def __init__(self, files: Sequence[InputFile], config: InputConfig, max_document_chars: int) -> None:
         super().__init__()
@@ -55,11 +71,10 @@ class ReadDocuments(beam.PTransform):
         self._config = config
         self._max_chars = max_document_chars
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(ReadFileFn(self._config, self._max_chars)).with_outputs(
-                COUNTS, PROBLEMS, main="documents")
+            | "ReadFiles" >> beam.ParDo(ReadFileFn(self._config, self._max_chars))
         )

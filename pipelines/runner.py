@@ -39,3 +39,13 @@ def describe_runner(options: PipelineOptions) -> str:
     workers = all_opts.get("direct_num_workers")
     extra = ", ".join(f"{k}={v}" for k, v in (("mode", mode), ("workers", workers)) if v)
     return f"{name}{f' ({extra})' if extra else ''}"
+
+
+def runner_keeps_finish_bundle_output(options: PipelineOptions) -> bool:
+    """False for runners known to drop what ``DoFn.finish_bundle`` emits.
+
+    Beam's DaskRunner collects a bundle's results before calling ``finish_bundle`` (Beam
+    2.77), so anything emitted there vanishes silently.
+    """
+    name = options.view_as(StandardOptions).runner
+    return not (isinstance(name, str) and "dask" in name.lower())

@@ -13,7 +13,7 @@ from mlm_data import __version__, stats
 from mlm_data.accounting import Counts
 from mlm_data.config import PreprocessConfig
 from mlm_data.config_loader import to_dict
-from mlm_data.errors import InputError
+from mlm_data.errors import DatasetError, InputError
 from mlm_data.instances import BucketRows, build_rows
 from mlm_data.manifest import ShardEntry, build_manifest_data, remove_stale_files, write_manifest
 from mlm_data.readers import FileProblem
@@ -22,7 +22,6 @@ from mlm_data.shards import shard_name, split_points, write_shard
 from mlm_data.tokenization import TokenizerInfo
 from mlm_data.tokenized import TokenizedDocuments
 from pipelines.metrics import report
-from pipelines.read import COUNTS
 
 
 class CreateInstancesFn(beam.DoFn):
@@ -35,9 +34,8 @@ class CreateInstancesFn(beam.DoFn):
         tables = [pa.ipc.open_stream(pa.py_buffer(p)).read_all() for p in payloads]
         docs = TokenizedDocuments.from_arrow(pa.concat_tables(tables))
         rows = build_rows(docs, cfg=self._cfg, tokenizer=self._tokenizer, split=split, bucket=bucket)
-        yield beam.pvalue.TaggedOutput(COUNTS, report(rows.counts))
-        if rows.table.num_rows:
-            yield (split, bucket), rows
+        report(rows.counts)
+        yield (split, bucket), rows
 
 
 class WriteShardsFn(beam.DoFn):
@@ -58,7 +56,7 @@ class WriteShardsFn(beam.DoFn):
             entries.append(ShardEntry(path=written.path, split=split, num_rows=written.num_rows,
                                       num_tokens=int(rows.row_tokens[lo:hi].sum()), num_bytes=written.num_bytes,
                                       sha256=written.sha256))
-        yield {"split": split, "shards": entries, "stats": rows.stats}
+        yield {"split": split, "shards": entries, "stats": rows.stats, "counts": rows.counts}
 
 
 class WriteManifestFn(beam.DoFn):
@@ -70,12 +68,17 @@ class WriteManifestFn(beam.DoFn):
         self._num_files = num_files
         self._id_dtype = id_dtype
 
-    def process(self, _: object, buckets: list[dict[str, Any]], counts: list[Counts],
-                problems: list[FileProblem]) -> Iterator[dict[str, Any]]:
+    def process(self, _: object, buckets: list[dict[str, Any]],
+                summaries: list[tuple[Counts, list[FileProblem]]]) -> Iterator[dict[str, Any]]:
         cfg = self._cfg
-        total = Counts.total(counts)
+        total = Counts.total([c for c, _ in summaries] + [b["counts"] for b in buckets])
+        problems = [p for _, ps in summaries for p in ps]
         if not total.balanced():
-            raise RuntimeError(f"internal accounting error: {total.as_manifest()} does not balance")
+            raise DatasetError(
+                f"{cfg.output.path}: not published: {total.read} documents read but {total.written} written and "
+                f"{sum(total.dropped.values())} dropped; the runner lost output between stages, so the "
+                "dataset would be incomplete. Re-run, or use another runner"
+            )
         shards = [s for b in buckets for s in b["shards"]]
         if not shards:
             dropped = ", ".join(f"{k}: {v}" for k, v in sorted(total.dropped.items())) or "none"
@@ -85,7 +88,8 @@ class WriteManifestFn(beam.DoFn):
             )
         per_split: dict[str, list[dict[str, Any]]] = {}
         for b in buckets:
-            per_split.setdefault(b["split"], []).append(b["stats"])
+            if b["shards"]:
+                per_split.setdefault(b["split"], []).append(b["stats"])
         problem_list = sorted(({"file": p.name, "reason": p.reason, "detail": p.detail} for p in problems),
                               key=lambda p: (p["file"], p["reason"]))
         data = build_manifest_data(
@@ -122,7 +126,7 @@ def _stats_order(s: dict[str, Any]) -> tuple[int, int]:
 
 
 class WriteDataset(beam.PTransform):
-    """Keyed bucket payloads + counts + file problems → shards and, last, the manifest."""
+    """Keyed bucket payloads + per-batch summaries → shards and, last, the manifest."""
 
     def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int,
                  id_type: pa.DataType) -> None:
@@ -132,20 +136,22 @@ class WriteDataset(beam.PTransform):
         self._num_files = num_files
         self._id_type = id_type
 
-    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        keyed, counts, problems = inputs
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        keyed, summaries = inputs
         cfg = self._cfg
-        grouped = keyed | "GroupIntoBuckets" >> beam.GroupByKey()
-        created = grouped | "CreateInstances" >> beam.ParDo(CreateInstancesFn(cfg, self._tokenizer)).with_outputs(
-            COUNTS, main="rows")
-        written = created.rows | "WriteShards" >> beam.ParDo(
-            WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes, np.dtype(self._id_type.to_pandas_dtype()).itemsize))
-        all_counts = (counts, created[COUNTS]) | "AllCounts" >> beam.Flatten()
+        written = (
+            keyed
+            | "GroupIntoBuckets" >> beam.GroupByKey()
+            | "CreateInstances" >> beam.ParDo(CreateInstancesFn(cfg, self._tokenizer))
+            | "WriteShards" >> beam.ParDo(
+                WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes,
+                              np.dtype(self._id_type.to_pandas_dtype()).itemsize))
+        )
         pbegin = keyed.pipeline
         return (
             pbegin
             | "Commit" >> beam.Create([None])
             | "WriteManifest" >> beam.ParDo(
                 WriteManifestFn(cfg, self._tokenizer, num_files=self._num_files, id_dtype=str(self._id_type)),
-                beam.pvalue.AsList(written), beam.pvalue.AsList(all_counts), beam.pvalue.AsList(problems))
+                beam.pvalue.AsList(written), beam.pvalue.AsList(summaries))
         )
