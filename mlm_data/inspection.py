@@ -45,8 +45,9 @@ def summarize(manifest: Manifest, *, sample: bool = True) -> dict[str, Any]:
         if "nsp" in st:
             head["nsp"] = st["nsp"]
         if "sequence_length" in st:
-            head["sequence_length_p50"] = round(histogram_quantile(st["sequence_length"], 0.5), 1)
-            head["sequence_length_p95"] = round(histogram_quantile(st["sequence_length"], 0.95), 1)
+            cap = manifest.max_seq_length
+            head["sequence_length_p50"] = round(min(cap, histogram_quantile(st["sequence_length"], 0.5)), 1)
+            head["sequence_length_p95"] = round(min(cap, histogram_quantile(st["sequence_length"], 0.95)), 1)
         out["stats"][split] = head
     if sample and manifest.shards:
         out["sample"] = decoded_sample(manifest)
