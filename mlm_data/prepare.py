@@ -89,27 +89,32 @@ def tokenize_documents(encoder: TextEncoder, docs: Sequence[SplitDocument], coun
     )
 
 
-def assign_buckets(docs: TokenizedDocuments, *, num_buckets: int, validation_buckets: int,
-                   validation_fraction: float) -> dict[tuple[str, int], TokenizedDocuments]:
-    """Route each document to ``(split, bucket)`` by its content digest.
+def route(digests: np.ndarray, *, num_buckets: int, validation_buckets: int,
+          validation_fraction: float) -> dict[tuple[str, int], np.ndarray]:
+    """Indices of the items going to each ``(split, bucket)``, from their 16-byte digests.
 
     Bytes 0-7 of the digest pick the bucket, bytes 8-15 the split, so the two choices are
-    independent; neither depends on the seed, so changing the seed never moves a document
+    independent; neither depends on the seed, so changing the seed never moves an item
     between train and validation.
     """
-    if docs.num_docs == 0:
+    if len(digests) == 0:
         return {}
-    d = np.ascontiguousarray(docs.digests)
+    d = np.ascontiguousarray(digests)
     low = d[:, :8].copy().view("<u8").ravel()
     high = d[:, 8:16].copy().view("<u8").ravel()
     is_val = (high >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < validation_fraction
     bucket = np.where(is_val, low % np.uint64(max(1, validation_buckets)), low % np.uint64(num_buckets)).astype(np.int64)
-    out: dict[tuple[str, int], TokenizedDocuments] = {}
     key_code = bucket * 2 + is_val
-    if (key_code == key_code[0]).all():
-        code = int(key_code[0])
-        return {(VALIDATION if code % 2 else TRAIN, code // 2): docs}
-    for code in np.unique(key_code).tolist():
-        members = np.flatnonzero(key_code == code)
-        out[(VALIDATION if code % 2 else TRAIN, code // 2)] = docs.select(members)
-    return out
+    return {(VALIDATION if code % 2 else TRAIN, code // 2): np.flatnonzero(key_code == code)
+            for code in np.unique(key_code).tolist()}
+
+
+def assign_buckets(docs: TokenizedDocuments, *, num_buckets: int, validation_buckets: int,
+                   validation_fraction: float) -> dict[tuple[str, int], TokenizedDocuments]:
+    """Route each document to ``(split, bucket)`` by its content digest (see ``route``), so
+    identical documents meet in one bucket."""
+    routed = route(docs.digests, num_buckets=num_buckets, validation_buckets=validation_buckets,
+                   validation_fraction=validation_fraction)
+    if len(routed) == 1:
+        return {key: docs for key in routed}
+    return {key: docs.select(members) for key, members in routed.items()}

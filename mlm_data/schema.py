@@ -18,6 +18,8 @@ Column meanings (every list column is per row):
 ``masked_labels``           static masking only: the original ids at those positions
 ``document_starts``         causal LM: offsets in the block where a new document begins
 ``labels``                  token classification: label id per token, -100 = not scored
+``example_id``              token classification: stable id of the source sentence
+``window_index``            token classification: 0, 1, ... for the windows of one sentence
 ``label``                   sequence classification: the class id
 ==========================  ==========================================================
 """
@@ -42,6 +44,8 @@ TASKS = (
 )
 #: Tasks whose rows are trained with masked-language-model loss.
 MLM_TASKS = ("mlm_nsp", "mlm_fullsent", "mlm_docsent")
+#: Tasks read from labelled records (with a label vocabulary) rather than text corpora.
+LABELLED_TASKS = ("token_classification", "sequence_classification")
 
 _META_VERSION = b"mlm_data.schema_version"
 _META_TASK = b"mlm_data.task"
@@ -74,6 +78,8 @@ def schema_for(task: str, *, vocab_size: int, static_masking: bool = False) -> p
         fields.append(pa.field("document_starts", pa.list_(pa.uint16()), nullable=False))
     if task == "token_classification":
         fields.append(pa.field("labels", pa.list_(pa.int16()), nullable=False))
+        fields.append(pa.field("example_id", pa.uint64(), nullable=False))
+        fields.append(pa.field("window_index", pa.uint16(), nullable=False))
     if task == "sequence_classification":
         fields.append(pa.field("segment_b_start", pa.uint16(), nullable=True))
         fields.append(pa.field("label", pa.int32(), nullable=False))

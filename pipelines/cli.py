@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="input files, globs or URLs (replaces input.paths)")
     pre.add_argument("--output", help="dataset directory or URL (replaces output.path)")
     pre.add_argument("--tokenizer", help="HF tokenizers JSON, local or URL (replaces tokenizer.path)")
+    pre.add_argument("--labels-from", metavar="DATASET",
+                     help="reuse the label list of an existing dataset, so dev/test label ids match train")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override any config field, e.g. --set instances.max_seq_length=512")
@@ -75,6 +77,8 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
         extra["tokenizer.path"] = args.tokenizer
     if args.overwrite:
         extra["output.overwrite"] = True
+    if args.labels_from:
+        extra["labels.from_dataset"] = args.labels_from
     cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
     manifest = run(cfg, beam_args=beam_args, echo=_echo)
     from mlm_data.inspection import render, summarize

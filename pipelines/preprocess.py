@@ -22,7 +22,7 @@ from mlm_data.config import PreprocessConfig
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
 from mlm_data.readers import Document, InputFile, list_input_files, read_documents
-from mlm_data.schema import id_type_for
+from mlm_data.schema import LABELLED_TASKS, id_type_for
 from mlm_data.text import clean_text
 from mlm_data.tokenization import (
     TokenizerInfo,
@@ -32,6 +32,7 @@ from mlm_data.tokenization import (
     require_specials,
     train_wordpiece,
 )
+from pipelines.labelled import CreateLabelledRowsFn, PrepareLabelled
 from pipelines.prepare import PrepareDocuments
 from pipelines.read import ReadDocuments
 from pipelines.runner import (
@@ -40,7 +41,7 @@ from pipelines.runner import (
     pipeline_options,
     runner_keeps_finish_bundle_output,
 )
-from pipelines.write import WriteDataset
+from pipelines.write import CreateInstancesFn, WriteDataset
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[st
 
 def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
                       echo: Callable[[str], None]) -> tuple[str, TokenizerInfo]:
+    if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
+        raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
+                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset's tokenizer.json)")
     if cfg.tokenizer.path:
         text = read_tokenizer_text(cfg.tokenizer.path)
         source = cfg.tokenizer.path
@@ -125,6 +129,20 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
     return text, info
 
 
+def resolve_labels(cfg: PreprocessConfig) -> list[str] | None:
+    """The fixed label list of a classification task, if the config gives or borrows one."""
+    if cfg.labels.names is not None:
+        return list(cfg.labels.names)
+    if cfg.labels.from_dataset:
+        labels = Manifest.load(cfg.labels.from_dataset).labels
+        if not labels:
+            raise ConfigError(f"{cfg.labels.from_dataset}: has no label list to reuse (task "
+                              f"{Manifest.load(cfg.labels.from_dataset).task!r}); --labels-from needs a "
+                              "classification dataset")
+        return labels
+    return None
+
+
 def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[[str], None] = log.info) -> Manifest:
     """Preprocess ``cfg.input`` into a dataset at ``cfg.output.path`` and return its manifest."""
     cfg.require_paths(source="preprocess")
@@ -141,14 +159,25 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
          f"train bucket(s){f' + {plan.validation_buckets} validation' if plan.validation_buckets else ''}; "
          f"runner {describe_runner(options)}")
     started = time.perf_counter()
+    fixed_labels = resolve_labels(cfg)
     with beam.Pipeline(runner=make_runner(options), options=options) as p:
-        batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars)
-        keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
-            clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256, num_buckets=plan.num_buckets,
-            validation_buckets=plan.validation_buckets, validation_fraction=cfg.output.validation_fraction,
-            id_type=id_type, overlap_tokenization=runner_keeps_finish_bundle_output(options))
+        batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars,
+                                                       cfg.instances.task)
+        if cfg.instances.task in LABELLED_TASKS:
+            keyed, summaries, labels = batches | "PrepareLabelled" >> PrepareLabelled(
+                cfg, info, tokenizer_url=tokenizer_url, num_buckets=plan.num_buckets,
+                validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels)
+            create_rows: beam.DoFn = CreateLabelledRowsFn(cfg, info)
+        else:
+            keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
+                clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256,
+                num_buckets=plan.num_buckets, validation_buckets=plan.validation_buckets,
+                validation_fraction=cfg.output.validation_fraction, id_type=id_type,
+                overlap_tokenization=runner_keeps_finish_bundle_output(options))
+            labels = p | "NoLabels" >> beam.Create([None])
+            create_rows = CreateInstancesFn(cfg, info)
         _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
-            cfg, info, num_files=len(files), id_type=id_type)
+            cfg, info, num_files=len(files), id_type=id_type, create_rows=create_rows, labels=labels)
     manifest = Manifest.load(root)
     echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
          f"to {root} in {time.perf_counter() - started:.1f}s")

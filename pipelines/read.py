@@ -10,7 +10,9 @@ import apache_beam as beam
 
 from mlm_data.accounting import Counts
 from mlm_data.config import InputConfig
+from mlm_data.labelled_readers import LabelledText, TaggedSentence, read_labelled
 from mlm_data.readers import Document, Dropped, FileProblem, InputFile, read_documents
+from mlm_data.schema import LABELLED_TASKS
 from pipelines.metrics import report
 
 #: Documents are handed on in batches of about this much text: big enough that per-element
@@ -31,24 +33,41 @@ class Batch:
     items: Any
     counts: Counts = field(default_factory=Counts)
     problems: list[FileProblem] = field(default_factory=list)
+    facts: dict[str, int] = field(default_factory=dict)
+    """Tallies that are not about documents (e.g. words cut to fit a window), for the manifest."""
 
-    def summary(self) -> tuple[Counts, list[FileProblem]]:
-        return self.counts, self.problems
+    def summary(self) -> tuple[Counts, list[FileProblem], dict[str, int]]:
+        return self.counts, self.problems, self.facts
+
+
+def _size(item: Document | TaggedSentence | LabelledText) -> int:
+    if isinstance(item, Document):
+        return len(item.text)
+    if isinstance(item, TaggedSentence):
+        return sum(map(len, item.words)) + len(item.words)
+    return len(item.text) + len(item.text_pair or "")
 
 
 class ReadFileFn(beam.DoFn):
-    def __init__(self, config: InputConfig, max_document_chars: int) -> None:
+    """Reads one file: text corpora as documents, labelled tasks as labelled records."""
+
+    def __init__(self, config: InputConfig, max_document_chars: int, task: str) -> None:
         self._config = config
         self._max_chars = max_document_chars
+        self._task = task
 
     def process(self, file: InputFile) -> Iterator[Batch]:
         batch = Batch(items=[])
         chars = 0
-        for item in read_documents(file, self._config, max_document_chars=self._max_chars):
-            if isinstance(item, Document):
+        if self._task in LABELLED_TASKS:
+            items = read_labelled(file, self._config, task=self._task, max_document_chars=self._max_chars)
+        else:
+            items = read_documents(file, self._config, max_document_chars=self._max_chars)
+        for item in items:
+            if isinstance(item, (Document, TaggedSentence, LabelledText)):
                 batch.counts.read += 1
                 batch.items.append(item)
-                chars += len(item.text)
+                chars += _size(item)
                 if chars >= BATCH_CHARS:
                     report(batch.counts)
                     yield batch
@@ -63,18 +82,20 @@ class ReadFileFn(beam.DoFn):
 
 
 class ReadDocuments(beam.PTransform):
-    """Files → ``Batch`` of ``list[Document]``."""
+    """Files → ``Batch`` of ``list[Document]`` (or of labelled records for labelled tasks)."""
 
-    def __init__(self, files: Sequence[InputFile], config: InputConfig, max_document_chars: int) -> None:
+    def __init__(self, files: Sequence[InputFile], config: InputConfig, max_document_chars: int,
+                 task: str) -> None:
         super().__init__()
         self._files = list(files)
         self._config = config
         self._max_chars = max_document_chars
+        self._task = task
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(ReadFileFn(self._config, self._max_chars))
+            | "ReadFiles" >> beam.ParDo(ReadFileFn(self._config, self._max_chars, self._task))
         )

@@ -29,7 +29,7 @@ class CreateInstancesFn(beam.DoFn):
         self._cfg = cfg
         self._tokenizer = tokenizer
 
-    def process(self, element: tuple[tuple[str, int], Iterable[bytes]]) -> Iterator[object]:
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes]], _labels: None) -> Iterator[object]:
         (split, bucket), payloads = element
         tables = [pa.ipc.open_stream(pa.py_buffer(p)).read_all() for p in payloads]
         docs = TokenizedDocuments.from_arrow(pa.concat_tables(tables))
@@ -69,10 +69,15 @@ class WriteManifestFn(beam.DoFn):
         self._id_dtype = id_dtype
 
     def process(self, _: object, buckets: list[dict[str, Any]],
-                summaries: list[tuple[Counts, list[FileProblem]]]) -> Iterator[dict[str, Any]]:
+                summaries: list[tuple[Counts, list[FileProblem], dict[str, int]]],
+                labels: list[str] | None) -> Iterator[dict[str, Any]]:
         cfg = self._cfg
-        total = Counts.total([c for c, _ in summaries] + [b["counts"] for b in buckets])
-        problems = [p for _, ps in summaries for p in ps]
+        total = Counts.total([c for c, _, _ in summaries] + [b["counts"] for b in buckets])
+        problems = [p for _, ps, _ in summaries for p in ps]
+        facts: dict[str, int] = {}
+        for _, _, f in summaries:
+            for k, v in f.items():
+                facts[k] = facts.get(k, 0) + v
         if not total.balanced():
             raise DatasetError(
                 f"{cfg.output.path}: not published: {total.read} documents read but {total.written} written and "
@@ -101,9 +106,10 @@ class WriteManifestFn(beam.DoFn):
             tokenizer=self._tokenizer.as_manifest("tokenizer.json"),
             config=recorded_config(cfg),
             shards=shards,
-            counts=total.as_manifest(),
+            counts={**total.as_manifest(), **({"tokenization": dict(sorted(facts.items()))} if facts else {})},
             files={"listed": self._num_files, "problems": problem_list},
             stats={k: stats.merge(sorted(v, key=_stats_order)) for k, v in per_split.items()},
+            labels=labels,
             created_by=f"mlm-data {__version__}",
         )
         write_manifest(cfg.output.path, data)  # type: ignore[arg-type]
@@ -126,23 +132,31 @@ def _stats_order(s: dict[str, Any]) -> tuple[int, int]:
 
 
 class WriteDataset(beam.PTransform):
-    """Keyed bucket payloads + per-batch summaries → shards and, last, the manifest."""
+    """Keyed bucket payloads + per-batch summaries → shards and, last, the manifest.
+
+    ``create_rows`` turns one bucket's payloads into ``BucketRows`` (``CreateInstancesFn`` for
+    text corpora); ``labels`` is a one-element PCollection holding the label vocabulary (or
+    ``None``), used by ``create_rows`` and recorded in the manifest.
+    """
 
     def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int,
-                 id_type: pa.DataType) -> None:
+                 id_type: pa.DataType, create_rows: beam.DoFn, labels: beam.PCollection) -> None:
         super().__init__()
         self._cfg = cfg
         self._tokenizer = tokenizer
         self._num_files = num_files
         self._id_type = id_type
+        self._create_rows = create_rows
+        self._labels = labels
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         keyed, summaries = inputs
         cfg = self._cfg
+        labels = beam.pvalue.AsSingleton(self._labels)
         written = (
             keyed
             | "GroupIntoBuckets" >> beam.GroupByKey()
-            | "CreateInstances" >> beam.ParDo(CreateInstancesFn(cfg, self._tokenizer))
+            | "CreateRows" >> beam.ParDo(self._create_rows, labels)
             | "WriteShards" >> beam.ParDo(
                 WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes,
                               np.dtype(self._id_type.to_pandas_dtype()).itemsize))
@@ -153,5 +167,5 @@ class WriteDataset(beam.PTransform):
             | "Commit" >> beam.Create([None])
             | "WriteManifest" >> beam.ParDo(
                 WriteManifestFn(cfg, self._tokenizer, num_files=self._num_files, id_dtype=str(self._id_type)),
-                beam.pvalue.AsList(written), beam.pvalue.AsList(summaries))
+                beam.pvalue.AsList(written), beam.pvalue.AsList(summaries), labels)
         )

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from mlm_data import accounting, readers
+from mlm_data import accounting, byte_streams, readers
 from mlm_data.config import InputConfig
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.readers import (
@@ -211,7 +211,7 @@ def test_chunk_boundaries_do_not_change_documents(tmp_path, monkeypatch, chunk, 
     lines[42] = b"   " * 5  # a blank line longer than the bound is still blank
     data = b"\n".join(lines)
     (tmp_path / "a.txt").write_bytes(data)
-    monkeypatch.setattr(readers, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(byte_streams, "CHUNK_BYTES", chunk)
     got = outcomes(read(tmp_path / "a.txt", max_document_chars=2, document_boundary=boundary), "a.txt")
     assert got == reference_documents(data, 8, boundary)
     assert accounting.DOCUMENT_TOO_LONG in got and len(set(got)) > 3
