@@ -36,6 +36,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/preprocess_throughput.py
+	$(BIN)/python bench/loader_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -150,8 +150,12 @@ def _choose_tokens(maskable: np.ndarray, keys: np.ndarray, config: MaskingConfig
     width = maskable.shape[1]
     score = _ranked(keys, _CHOOSE, np.arange(width)[None, :], maskable)
     target = num_to_mask(maskable.sum(axis=1), config)
-    kth = np.take_along_axis(np.sort(score, axis=1), np.maximum(target - 1, 0)[:, None], axis=1)
-    return (score <= kth) & (target > 0)[:, None]
+    kth_index = np.maximum(target - 1, 0)
+    # A partition at the batch's few distinct targets places each row's kth score as a full sort would.
+    kth = np.take_along_axis(np.partition(score, np.unique(kth_index), axis=1), kth_index[:, None], axis=1)
+    chosen = score <= kth
+    chosen &= (target > 0)[:, None]
+    return chosen
 
 
 def _ranked(keys: np.ndarray, stream: int, index: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -162,10 +166,12 @@ def _ranked(keys: np.ndarray, stream: int, index: np.ndarray, candidate: np.ndar
     recovers the argsort from a plain (much faster) sort of values. Non-candidates set the
     top bit, so they sort after every candidate.
     """
-    bits = seeding.random_bits(keys[:, None], stream, index.astype(np.uint64))
-    rank = (bits >> np.uint64(33)) << np.uint64(32)
-    rank = np.where(candidate, rank, _LAST)
-    return rank | np.arange(candidate.shape[1], dtype=np.uint64)
+    rank = seeding.random_bits(keys[:, None], stream, index.astype(np.uint64))
+    rank >>= np.uint64(33)
+    rank <<= np.uint64(32)
+    np.copyto(rank, _LAST, where=~candidate)
+    rank |= np.arange(candidate.shape[1], dtype=np.uint64)
+    return rank
 
 
 def _word_starts(maskable: np.ndarray, word_start: np.ndarray | None) -> np.ndarray:

@@ -78,12 +78,24 @@ class KeyedRandom:
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser over a uint64 array (wrapping arithmetic)."""
-    z = z ^ (z >> np.uint64(30))
-    z = z * np.uint64(0xBF58476D1CE4E5B9)
-    z = z ^ (z >> np.uint64(27))
-    z = z * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    """SplitMix64's finaliser over a uint64 array (wrapping arithmetic), in place on ``z``
+    when it is an array: one temporary instead of five per call."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a single key: numpy scalars have no in-place operations
+        z = z ^ (z >> _S30)
+        z = z * _C1
+        z = z ^ (z >> _S27)
+        z = z * _C2
+        return z ^ (z >> _S31)
+    t = np.right_shift(z, _S30)
+    z ^= t
+    z *= _C1
+    np.right_shift(z, _S27, out=t)
+    z ^= t
+    z *= _C2
+    np.right_shift(z, _S31, out=t)
+    z ^= t
+    return z
 
 
 def random_bits(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarray:
@@ -94,15 +106,19 @@ def random_bits(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarra
     ``(key, 1, 2)`` and ``(key, 2, 1)`` draw unrelated values.
     """
     with np.errstate(over="ignore"):
-        z = np.asarray(key, dtype=np.uint64) * np.uint64(1) + np.uint64(_GOLDEN)
-        z = _mix64(z)
+        z = _mix64(np.asarray(key, dtype=np.uint64) + _G)
         for i, c in enumerate(counters):
             c = np.asarray(c).astype(np.uint64, copy=False)
-            z = _mix64(z + c * np.uint64(_MULTIPLIERS[i]) + np.uint64(_GOLDEN))
+            z = z + c * _M[i]  # broadcasts to the final shape once; the rest is in place
+            z += _G
+            z = _mix64(z)
         return z
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_C1, _C2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(_GOLDEN)
 _MULTIPLIERS = (0xD1B54A32D192ED03, 0xABC98388FB8FAC03, 0x8CB92BA72F3D8DD7, 0xDB4F0B9175AE2165)
+_M = tuple(np.uint64(m) for m in _MULTIPLIERS)
 
 
 def uniform(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarray:
