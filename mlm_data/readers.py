@@ -25,6 +25,7 @@ from mlm_data.byte_streams import LONG, BadFile, is_blank, text_lines
 from mlm_data.config import InputConfig
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.input_files import InputFile, compression_of, detect_format, list_input_files
+from mlm_data.retries import is_access_denied, is_transient
 
 __all__ = [
     "Document", "Dropped", "FileProblem", "InputFile", "ReadItem", "TEXT_FORMATS",
@@ -300,6 +301,8 @@ def is_parquet_damage(exc: Exception) -> bool:
     """Arrow reports bad Parquet bytes as a bare ``OSError`` or an ``ArrowException``; store
     hiccups (``ConnectionError``, ``TimeoutError``, ...) are subclasses and must propagate, so
     a runner retries them instead of skipping a good file."""
+    if is_transient(exc) or is_access_denied(exc):
+        return False
     return isinstance(exc, pa.ArrowException) or type(exc) is OSError
 
 

@@ -1,70 +1,102 @@
 """Small fsspec helpers: one place that knows how to read, write and list local paths and URLs.
 
 Writes are atomic from a reader's point of view: locally a temporary file is renamed over the
-target; on object stores one PUT (or completed multipart upload) publishes the whole object.
-Transient store errors are retried with exponential backoff and jitter; permanent ones (403,
-404, missing bucket) raise at once with the URL in the message.
+target; on object stores one PUT (or one completed multipart upload) publishes the whole object
+under its final key, and a retried write rewrites the same key with the same bytes.
+
+Every operation retries transient store errors (``mlm_data.retries``: 5xx, throttling,
+connection resets, timeouts; bounded, with backoff and jitter, each retry logged; tuned with
+``MLM_DATA_RETRY_ATTEMPTS``, ``MLM_DATA_RETRY_BASE_DELAY`` and ``MLM_DATA_RETRY_MAX_DELAY``). A
+refusal (403) or a missing bucket raises ``StorageError`` at once, naming the URL; a missing
+file or object is ``FileNotFoundError`` from the readers (callers decide what it means: "not a
+dataset", "no checkpoint yet", ...).
+
+Endpoints and credentials are never set here: each client reads its standard environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ... for ``s3://``;
+``GOOGLE_APPLICATION_CREDENTIALS`` and ``STORAGE_EMULATOR_HOST`` for ``gs://``), and fsspec adds
+any constructor option from ``FSSPEC_<PROTOCOL>_<OPTION>`` (e.g. ``FSSPEC_GS_TOKEN=anon``).
 """
 
 from __future__ import annotations
 
-import logging
+import errno
 import os
-import random
-import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from mlm_data.errors import StorageError
+from mlm_data.retries import (
+    RetryPolicy,
+    describe,
+    is_access_denied,
+    is_transient,
+    retry,
+    says_missing_bucket,
+)
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-#: Exceptions that mean "try again": connection problems, timeouts, throttling, 5xx.
-_TRANSIENT_NAMES = {
-    "ConnectionError", "ConnectionResetError", "ConnectionAbortedError", "TimeoutError",
-    "ServerDisconnectedError", "ClientConnectionError", "ClientOSError", "ClientPayloadError",
-    "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError", "IncompleteRead",
-    "ProtocolError", "RemoteDisconnected", "TransportError", "ServiceUnavailable",
-    "InternalServerError", "TooManyRequests", "BadGateway", "GatewayTimeout", "RetryError",
-    "TransientError",
-}
-_TRANSIENT_WORDS = ("slowdown", "throttl", "503", "500", "502", "504", "429", "timed out",
-                    "temporarily", "reset by peer", "internalerror", "service unavailable")
+__all__ = [
+    "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient", "join",
+    "list_files", "read_bytes", "read_text", "remove", "retry", "write_bytes",
+]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` looks like a store hiccup worth retrying rather than a real refusal."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+# --------------------------------------------------------------------------------------------
+# Permanent errors, named
+
+
+def _bucket(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _bucket_missing(fs: fsspec.AbstractFileSystem, url: str, exc: BaseException) -> bool:
+    """Whether a "not found" for ``url`` means its bucket does not exist.
+
+    s3fs says so (``NoSuchBucket``); gcsfs answers a plain 404 either way, so ask about the
+    bucket itself. An answer other than "not found" (a hiccup, a refusal) is not taken as
+    proof.
+    """
+    if says_missing_bucket(exc):
+        return True
+    try:
+        fs.info(_bucket(url))
+    except FileNotFoundError:
+        return True
+    except Exception:
         return False
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _TRANSIENT_NAMES:
-            return True
-    text = str(exc).lower()
-    return isinstance(exc, OSError) and any(w in text for w in _TRANSIENT_WORDS)
+    return False
 
 
-def retry(fn: Callable[[], T], *, what: str, attempts: int = 6, base_delay: float = 0.2,
-          max_delay: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call ``fn`` until it succeeds, retrying transient failures with capped backoff + jitter."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts:
-                if isinstance(exc, FileNotFoundError):
-                    raise
-                if is_transient(exc):
-                    raise StorageError(f"{what}: still failing after {attempts} attempts: {exc}") from exc
-                raise
-            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random())
-            log.warning("%s: transient error (%s), retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")
+_CREDENTIALS_HINT = {
+    "s3": "the AWS credentials this process uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, the instance role)",
+    "gs": "the Google credentials this process uses (GOOGLE_APPLICATION_CREDENTIALS, the worker's "
+          "service account)",
+    "gcs": "the Google credentials this process uses (GOOGLE_APPLICATION_CREDENTIALS, the worker's "
+           "service account)",
+}
+
+
+def _permanent(url: str, action: str, exc: BaseException) -> StorageError | None:
+    """The ``StorageError`` for a refusal worth stopping on, or None."""
+    if is_access_denied(exc):
+        return StorageError(f"{url}: access denied while {action} ({describe(exc)}); check "
+                            f"{_CREDENTIALS_HINT.get(url.split('://', 1)[0], 'the credentials')} and the "
+                            "bucket's permissions")
+    if says_missing_bucket(exc):
+        return _no_bucket(url, action)
+    return None
+
+
+def _no_bucket(url: str, action: str) -> StorageError:
+    return StorageError(f"{url}: bucket {_bucket(url)!r} does not exist (while {action}); create it or "
+                        "correct the URL (and check AWS_ENDPOINT_URL / STORAGE_EMULATOR_HOST if you use one)")
+
+
+# --------------------------------------------------------------------------------------------
+# The operations
 
 
 def join(base: str, *parts: str) -> str:
@@ -79,9 +111,34 @@ def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+@contextmanager
+def _refusals_named(url: str, action: str) -> Iterator[None]:
+    """Turn a client's 403 or missing-bucket error into a ``StorageError`` naming ``url``."""
+    try:
+        yield
+    except (StorageError, FileNotFoundError):
+        raise
+    except Exception as exc:
+        error = _permanent(url, action, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def read_bytes(url: str) -> bytes:
+    """The whole file or object; ``FileNotFoundError`` (naming ``url``) if it does not exist.
+
+    Raises ``StorageError`` for a missing bucket, a refusal, or a transient failure that
+    outlasted the retries.
+    """
     fs, path = url_to_fs(url)
-    return retry(lambda: fs.cat_file(path), what=f"reading {url}")
+    try:
+        with _refusals_named(url, "reading"):
+            return retry(lambda: fs.cat_file(path), what=f"reading {url}")
+    except FileNotFoundError as exc:
+        if not is_local(url) and _bucket_missing(fs, url, exc):
+            raise _no_bucket(url, "reading") from None
+        raise FileNotFoundError(errno.ENOENT, "no such file or object", url) from None
 
 
 def read_text(url: str) -> str:
@@ -92,33 +149,49 @@ def write_bytes(url: str, data: bytes) -> None:
     """Publish ``data`` at ``url`` in one step, so readers see the old state or the whole new one."""
     fs, path = url_to_fs(url)
     if is_local(url):
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            _write_local(path, data)
+        except PermissionError as exc:
+            raise StorageError(f"{url}: permission denied while writing ({exc.strerror})") from None
         return
-    retry(lambda: fs.pipe_file(path, data), what=f"writing {url}")
+    try:
+        with _refusals_named(url, "writing"):
+            retry(lambda: fs.pipe_file(path, data), what=f"writing {url}")
+    except FileNotFoundError:
+        # Object stores have no directories to be missing: "not found" on a write is the bucket.
+        raise _no_bucket(url, "writing") from None
+
+
+def _write_local(path: str, data: bytes) -> None:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def exists(url: str) -> bool:
+    """Whether a file or object exists at ``url``, asking the store (not a cached listing)."""
     fs, path = url_to_fs(url)
-    return bool(retry(lambda: fs.exists(path), what=f"checking {url}"))
+    fs.invalidate_cache(path)
+    with _refusals_named(url, "checking whether it exists"):
+        return bool(retry(lambda: fs.exists(path), what=f"checking {url}"))
 
 
 def remove(url: str) -> None:
     """Delete one file or object if it exists."""
     fs, path = url_to_fs(url)
     try:
-        retry(lambda: fs.rm_file(path), what=f"deleting {url}")
+        with _refusals_named(url, "deleting"):
+            retry(lambda: fs.rm_file(path), what=f"deleting {url}")
     except FileNotFoundError:
         pass
 
@@ -126,8 +199,10 @@ def remove(url: str) -> None:
 def list_files(url: str) -> list[str]:
     """Relative paths of every file below ``url`` (empty when it does not exist)."""
     fs, path = url_to_fs(url)
+    fs.invalidate_cache(path)
     try:
-        found = retry(lambda: fs.find(path), what=f"listing {url}")
+        with _refusals_named(url, "listing"):
+            found = retry(lambda: fs.find(path), what=f"listing {url}")
     except FileNotFoundError:
         return []
     root = path.rstrip("/") + "/"

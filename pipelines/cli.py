@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("apache_beam", "absl", "urllib3", "botocore", "fsspec", "s3fs", "gcsfs", "google"):
+    for noisy in ("apache_beam", "absl", "urllib3", "botocore", "aiobotocore", "fsspec", "s3fs", "gcsfs", "google"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
