@@ -13,7 +13,9 @@ and prints tokens/s and the pipeline's ratio to each. Tokens/s of every path are
 the same token count (the raw tokenizer's) so the ratios are wall-time ratios.
 
 Then it runs the pipeline in fresh subprocesses on the corpus and on 4x the corpus and compares
-peak RSS: bounded memory means the 4x run stays within 1.2x of the 1x peak.
+peak RSS: bounded memory means the 4x run stays within 1.2x of the 1x peak. Both runs use the
+same bucket size (``--bucket-shard-mb``), as a real corpus would: memory is bounded by the
+bucket, and a bigger corpus gets more buckets, not bigger ones.
 """
 
 from __future__ import annotations
@@ -127,14 +129,15 @@ def pipeline_seconds(corpus: Path, out: Path, tokenizer_path: Path, repeats: int
     return statistics.median(times)
 
 
-def peak_rss_mb(corpus: Path, out: Path, tokenizer_path: Path) -> float:
+def peak_rss_mb(corpus: Path, out: Path, tokenizer_path: Path, shard_bytes: int) -> float:
     """Peak RSS of a fresh process running the whole pipeline once."""
     code = (
         "import resource, sys\n"
         "from mlm_data.config import load_preprocess_config\n"
         "from pipelines.preprocess import run\n"
         f"cfg = load_preprocess_config(None, extra={{'input.paths': [{str(corpus)!r}], 'output.path': {str(out)!r},"
-        f" 'tokenizer.path': {str(tokenizer_path)!r}, 'output.overwrite': True}})\n"
+        f" 'tokenizer.path': {str(tokenizer_path)!r}, 'output.overwrite': True,"
+        f" 'output.target_shard_bytes': {shard_bytes}}})\n"
         "run(cfg, echo=lambda m: None)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--bucket-shard-mb", type=float, default=4.0,
+                        help="target shard size (so bucket size) for the memory runs")
     args = parser.parse_args()
     tokenizer_path = next(p for p in TOKENIZERS if p.exists())
     docs = load_documents(args.corpus_mb)
@@ -175,8 +180,9 @@ def main() -> None:
         if not args.skip_memory:
             big = work / "corpus4x"
             write_corpus(load_documents(args.corpus_mb * 4), big, files=32)
-            one = peak_rss_mb(corpus, work / "m1", tokenizer_path)
-            four = peak_rss_mb(big, work / "m4", tokenizer_path)
+            shard_bytes = int(args.bucket_shard_mb * 2**20)
+            one = peak_rss_mb(corpus, work / "m1", tokenizer_path, shard_bytes)
+            four = peak_rss_mb(big, work / "m4", tokenizer_path, shard_bytes)
             result.update(peak_rss_1x_mb=one, peak_rss_4x_mb=four)
             print(f"peak RSS: {one:.0f} MB for 1x, {four:.0f} MB for 4x the input: {four / one:.2f}x (target <= 1.2x)")
         print(json.dumps(result))

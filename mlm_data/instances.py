@@ -20,7 +20,7 @@ from mlm_data.config import PreprocessConfig
 from mlm_data.masking import mask_tokens
 from mlm_data.packing import pack_causal, pack_sentences
 from mlm_data.pairing import create_nsp_instances
-from mlm_data.rows import Pieces, gather_index, take
+from mlm_data.rows import Pieces, assemble
 from mlm_data.schema import IGNORE_INDEX, schema_for
 from mlm_data.seeding import derive_key, keys_for, random_bits
 from mlm_data.shards import list_array
@@ -36,24 +36,24 @@ class BucketRows:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def deduplicate(docs: TokenizedDocuments) -> tuple[TokenizedDocuments, int]:
-    """Keep one document per content digest: the one with the smallest id. Returns the kept
-    documents in id order and how many were dropped."""
+def unique_by_digest(docs: TokenizedDocuments) -> np.ndarray:
+    """Indices of the documents to keep, one per content digest: the one with the smallest id."""
     order = sorted(range(docs.num_docs), key=docs.doc_ids.__getitem__)
     if not order:
-        return docs, 0
+        return np.zeros(0, dtype=np.int64)
     keys = np.ascontiguousarray(docs.digests[order]).view(f"V{docs.digests.shape[1]}").ravel()
     _, first = np.unique(keys, return_index=True)
-    keep = np.asarray(order, dtype=np.int64)[np.sort(first)]
-    return docs.select(keep), docs.num_docs - len(keep)
+    return np.asarray(order, dtype=np.int64)[np.sort(first)]
 
 
-def shuffled_order(docs: TokenizedDocuments, *, seed: int) -> np.ndarray:
-    """A keyed permutation of the documents, so neighbours in a row come from anywhere."""
-    if docs.num_docs == 0:
-        return np.zeros(0, dtype=np.int64)
-    first8 = np.ascontiguousarray(docs.digests[:, :8]).view("<u8").ravel()
-    return np.argsort(random_bits(derive_key(seed, "doc-order"), first8), kind="stable")
+def keyed_order(docs: TokenizedDocuments, members: np.ndarray, *, seed: int) -> np.ndarray:
+    """``members`` in a keyed random order, so neighbours in a row come from anywhere.
+
+    The key of a document is its content digest, so the order never depends on arrival."""
+    if len(members) == 0:
+        return members
+    first8 = np.ascontiguousarray(docs.digests[members, :8]).view("<u8").ravel()
+    return members[np.argsort(random_bits(derive_key(seed, "doc-order"), first8), kind="stable")]
 
 
 def build_rows(
@@ -65,10 +65,9 @@ def build_rows(
     bucket: int,
 ) -> BucketRows:
     counts = Counts()
-    if cfg.clean.deduplicate:
-        docs, n_dup = deduplicate(docs)
-        counts.drop(accounting.DUPLICATE, n_dup)
-    docs = docs.select(shuffled_order(docs, seed=cfg.seed))
+    members = unique_by_digest(docs) if cfg.clean.deduplicate else np.arange(docs.num_docs)
+    counts.drop(accounting.DUPLICATE, docs.num_docs - len(members))
+    docs = docs.select(keyed_order(docs, members, seed=cfg.seed))
     task = cfg.instances.task
     max_len = cfg.instances.max_seq_length
     sp = tokenizer.special
@@ -147,9 +146,7 @@ def build_rows(
 
 def _assemble_mlm(docs: TokenizedDocuments, pieces: Pieces, schema: pa.Schema, id_type: pa.DataType,
                   extra: dict[str, pa.Array]) -> tuple[pa.Table, np.ndarray]:
-    src, const, offsets = gather_index(pieces)
-    ids = take(docs.ids, src, const)
-    word_start = take(docs.word_start, src, const, const_value=True)
+    ids, word_start, offsets = assemble(pieces, docs.ids, docs.word_start)
     cols = {"input_ids": list_array(ids, offsets, id_type), "word_start": list_array(word_start, offsets, pa.bool_())}
     cols.update(extra)
     names = [f.name for f in schema if f.name in cols]

@@ -67,6 +67,33 @@ def gather_index(pieces: Pieces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return src, const, row_offsets
 
 
+def assemble(pieces: Pieces, ids: np.ndarray, word_start: np.ndarray, *,
+             chunk_tokens: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids and word-start flags of every row, plus row offsets.
+
+    Works through the rows in chunks of about ``chunk_tokens`` output tokens, so the index
+    arithmetic (several int64 values per token) never exists for a whole bucket at once;
+    constants (special tokens) count as word starts.
+    """
+    row_len = pieces.row_lengths()
+    offsets = offsets_from_lengths(row_len)
+    out_ids = np.empty(int(offsets[-1]), dtype=ids.dtype)
+    out_ws = np.empty(int(offsets[-1]), dtype=bool)
+    r = 0
+    while r < pieces.num_rows:
+        end = int(np.searchsorted(offsets, offsets[r] + chunk_tokens, side="right")) - 1
+        end = min(max(end, r + 1), pieces.num_rows)
+        p0, p1 = pieces.row_offsets[r], pieces.row_offsets[end]
+        part = Pieces(start=pieces.start[p0:p1], length=pieces.length[p0:p1], const=pieces.const[p0:p1],
+                      row_offsets=pieces.row_offsets[r:end + 1] - p0)
+        src, const, _ = gather_index(part)
+        span = slice(offsets[r], offsets[end])
+        out_ids[span] = take(ids, src, const)
+        out_ws[span] = take(word_start, src, const, const_value=True)
+        r = end
+    return out_ids, out_ws, offsets
+
+
 def take(source: np.ndarray, src: np.ndarray, const: np.ndarray, *, const_value: object | None = None) -> np.ndarray:
     """Values for every output token: ``source[src]``, or the piece constant (or ``const_value``)."""
     out = source[src]

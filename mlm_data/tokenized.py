@@ -27,7 +27,7 @@ class TokenizedDocuments:
     digests: np.ndarray      # (D, 16) uint8: content hash of the cleaned text
     doc_offsets: np.ndarray  # (D+1,) int64 into sentences
     sent_offsets: np.ndarray  # (S+1,) int64 into tokens
-    ids: np.ndarray          # (N,) uint32
+    ids: np.ndarray          # (N,) unsigned ints (uint16 when the vocabulary fits)
     word_start: np.ndarray   # (N,) bool
 
     @property
@@ -99,7 +99,7 @@ class TokenizedDocuments:
             digests=digests.reshape(n, DIGEST_BYTES).copy(),
             doc_offsets=offsets_from_lengths(_list_lengths(sl)),
             sent_offsets=offsets_from_lengths(sl.flatten().to_numpy().astype(np.int64)),
-            ids=ids.flatten().to_numpy().astype(np.uint32),
+            ids=ids.flatten().to_numpy(),
             word_start=ws.flatten().to_numpy(zero_copy_only=False).astype(bool),
         )
 
