@@ -27,6 +27,8 @@ demo: $(STAMP)
 		--input mlm_data/demo/python-docs-sample.txt.gz --output $(DEMO_OUT)/bert
 	$(BIN)/mlm-data verify $(DEMO_OUT)/bert --quiet
 	$(BIN)/mlm-data inspect $(DEMO_OUT)/bert --plot $(DEMO_OUT)/bert-plots
+	$(BIN)/mlm-train pretrain --config configs/train/bert-tiny.yaml --data $(DEMO_OUT)/bert \
+		--output $(DEMO_OUT)/runs/bert-tiny --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -218,6 +218,11 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 5e-4 and 1e-3 (no dot) as text
+                return float(value)
+            except ValueError:
+                pass
         errors.append(f"{where}: expected a number, found {value!r}")
         return _MISSING
     if tp is str:

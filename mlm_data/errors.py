@@ -52,7 +52,11 @@ def find_user_message(exc: BaseException) -> str | None:
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, MlmDataError):
-            return str(cur)
+            text = str(cur)
+            if "Traceback (most recent call last)" in text:  # re-raised by a DataLoader worker
+                last = [line for line in text.splitlines() if MARKER in line][-1]
+                text = last[last.index(MARKER):].strip()
+            return text
         cur = cur.__cause__ or cur.__context__
     for line in str(exc).splitlines():
         idx = line.find(MARKER)

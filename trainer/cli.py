@@ -1,0 +1,237 @@
+"""``mlm-train``: pretrain a BERT on mlm-data shards, resume a run, plot its curves.
+
+Thin by design: parse flags, build a config, call one function. Every config field has a flag
+named after its path below the section (``train.max_steps`` → ``--max-steps``,
+``model.hidden_size`` → ``--hidden-size``, ``data.masking.whole_word`` →
+``--masking.whole-word``), and ``--set section.field=value`` reaches any field by its full
+path. Precedence, lowest first: defaults, the resumed run's config.yaml, ``--config``,
+``--set``, the field flags, ``--data``.
+
+Errors a user can fix print as one line and exit 2; anything else is a bug and keeps its
+traceback. Run it under ``torchrun --nproc_per_node N -m trainer.cli pretrain ...`` for DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import inspect
+import logging
+import sys
+import textwrap
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from mlm_data.errors import ConfigError, find_user_message
+from trainer.config import PretrainConfig
+
+# ---- flags generated from the config fields
+
+#: Fields set by a dedicated flag instead of a generated one (``--data`` for the sources).
+_NO_FIELD_FLAG = frozenset({"data.sources"})
+
+
+@dataclass(frozen=True)
+class FieldFlag:
+    flag: str
+    """``--hidden-size``: the field path without its section, dashes for underscores."""
+    path: str
+    """``model.hidden_size``: where the value goes in the config."""
+    help: str
+    metavar: str
+    """What the value looks like: ``INT``, ``FLOAT``, ``{post,pre}``, ..."""
+    is_bool: bool
+
+
+def field_flags(cls: type = PretrainConfig) -> list[FieldFlag]:
+    """One flag per leaf field of ``cls``, named by the path below its top-level section.
+
+    ``train.max_steps`` → ``--max-steps``, ``data.masking.whole_word`` → ``--masking.whole-word``,
+    ``output`` → ``--output``. The names are checked unique, so adding a field that would
+    shadow another fails loudly here instead of silently setting the wrong one.
+    """
+    flags: list[FieldFlag] = []
+
+    def walk(tp: type, prefix: tuple[str, ...]) -> None:
+        docs = _attribute_docs(tp)
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            path = (*prefix, f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], path)
+                continue
+            dotted = ".".join(path)
+            if dotted in _NO_FIELD_FLAG:
+                continue
+            name = ".".join(path[1:] if len(path) > 1 else path).replace("_", "-")
+            field_type = hints[f.name]
+            flags.append(FieldFlag(f"--{name}", dotted, docs.get(f.name, ""), _metavar(field_type),
+                                   field_type is bool))
+
+    walk(cls, ())
+    seen: dict[str, str] = {}
+    for fl in flags:
+        if fl.flag in seen:
+            raise RuntimeError(f"config fields {seen[fl.flag]} and {fl.path} would share the flag {fl.flag}")
+        seen[fl.flag] = fl.path
+    return flags
+
+
+def _metavar(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    if tp is bool:
+        return "true|false"
+    if tp in (int, float, str):
+        return {"int": "INT", "float": "FLOAT", "str": "TEXT"}[tp.__name__]
+    if typing.get_origin(tp) is tuple:
+        return "[" + ",".join(_metavar(a) for a in args) + "]"
+    named = [_metavar(a) for a in args if a is not type(None)]
+    return (named[0] + "|null") if len(named) == 1 else "VALUE"
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The string literal under each field of a dataclass (the convention this project uses)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def parse_setting(item: str, *, source: str = "--set") -> tuple[str, Any]:
+    """``"train.lr=5e-4"`` → ``("train.lr", 0.0005)``: the value is read as YAML, except that a
+    number in exponent form is a number for a numeric field (YAML 1.1 reads ``5e-4`` as text)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source}: override {item!r} is not of the form section.field=value")
+    return key.strip(), parse_value(key.strip(), raw)
+
+
+def parse_value(path: str, raw: str) -> Any:
+    """A command-line value parsed as YAML (numbers, booleans, lists); the config loader then
+    checks and converts it against the field's type."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+# ---- the command line
+
+_SECTIONS = {"model": "model (what network to build)", "train": "train (how to optimise it)",
+             "data": "data (what to feed it)", "output": "run folder"}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    p = argparse.ArgumentParser(prog="mlm-train", allow_abbrev=False,
+                                description="Pretrain a BERT-style encoder on mlm-data shards.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pre = sub.add_parser("pretrain", allow_abbrev=False, help="train (or --resume) a model with MLM (+NSP)",
+                         usage="mlm-train pretrain [--config YAML] [--data DATASET[:WEIGHT]]... "
+                               "[--output RUN | --resume RUN] [--overwrite] [--set SECTION.FIELD=VALUE]... "
+                               "[--FIELD VALUE]...",
+                         description="Train a model; every config field can be set with its own flag.")
+    pre.add_argument("--config", help="YAML config (configs/train/bert-tiny.yaml, ...); defaults otherwise")
+    pre.add_argument("--data", action="append", metavar="DATASET[:WEIGHT]",
+                     help="dataset directory or URL; repeat to mix, weighting with :WEIGHT (replaces data.sources)")
+    pre.add_argument("--resume", metavar="RUN",
+                     help="continue RUN from its newest checkpoint, with its config as the base")
+    pre.add_argument("--overwrite", action="store_true",
+                     help="start afresh even if --output holds an earlier run (its checkpoints are deleted)")
+    pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="override any config field by its full path, e.g. --set train.lr=5e-4")
+    groups = {name: pre.add_argument_group(title) for name, title in _SECTIONS.items()}
+    for f in field_flags():
+        kwargs: dict[str, Any] = {"dest": f"field:{f.path}", "default": None, "help": f.help, "metavar": f.metavar}
+        if f.is_bool:
+            kwargs.update(nargs="?", const="true")
+        groups[f.path.split(".")[0]].add_argument(f.flag, **kwargs)
+
+    plot = sub.add_parser("plot", help="draw RUN's loss and accuracy curves into RUN/metrics.png")
+    plot.add_argument("run", metavar="RUN")
+    plot.add_argument("--out", help="where to write the PNG (default RUN/metrics.png)")
+    return p, {"pretrain": pre, "plot": plot}
+
+
+def _echo(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mlm_data.config_loader import load_yaml
+    from mlm_data.storage import join
+    from trainer.config import load_pretrain_config
+    from trainer.train import CONFIG_NAME, pretrain
+
+    settings = dict(parse_setting(item) for item in args.set)
+    for key, raw in vars(args).items():
+        if key.startswith("field:") and raw is not None:
+            settings[key.removeprefix("field:")] = parse_value(key.removeprefix("field:"), raw)
+    if args.data:
+        settings["data.sources"] = list(args.data)
+    base = None
+    if args.resume:
+        if settings.setdefault("output", args.resume) != args.resume:
+            raise ConfigError(f"--output {settings['output']} and --resume {args.resume} differ; "
+                              "a resumed run keeps writing into its own folder")
+        base = load_yaml(join(args.resume, CONFIG_NAME))
+    cfg = load_pretrain_config(args.config, base=base, settings=settings)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
+    pretrain(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from trainer.plot import plot_run
+
+    print(f"wrote {plot_run(args.run, args.out)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = commands[args.command]
+        known = [s for action in sub._actions for s in action.option_strings]
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u.split("=")[0], known, n=1))
+                 else u for u in unknown]
+        sub.error(f"unrecognized arguments: {' '.join(hints)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("urllib3", "botocore", "aiobotocore", "fsspec", "s3fs", "gcsfs", "google", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.command == "pretrain":
+            return cmd_pretrain(args)
+        return cmd_plot(args)
+    except KeyboardInterrupt:
+        _echo("interrupted")
+        return 130
+    except Exception as e:
+        message = find_user_message(e)
+        if message is None:
+            raise
+        _echo(message)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Training configuration: frozen dataclasses in three sections, loaded from YAML like the pipeline's.
+
+``model`` says what network to build, ``train`` how to optimise it, ``data`` what to feed it;
+``output`` is the run folder. Every field has a default and a one-line docstring (which is also
+its ``--help`` text), ``__post_init__`` collects every problem of its section, and
+``mlm_data.config_loader`` does the YAML reading, ``--set`` overrides and error reporting, so a
+bad value is reported with the file and the dotted field path like any other config error.
+
+Fields that only the dataset knows (``model.vocab_size``, ``model.nsp_head``) stay ``null`` in
+YAML and are filled in by ``resolve_for_dataset``; the resolved config is what a run folder and
+its checkpoints record.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from mlm_data.config import MaskingConfig
+from mlm_data.config_loader import check, from_dict, load_yaml, set_path
+from mlm_data.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int | None = None
+    """Embedding rows; null = the dataset tokenizer's vocabulary size (a set value must be at least that)."""
+    hidden_size: int = 768
+    """Width of every token vector (H)."""
+    num_layers: int = 12
+    """Encoder blocks."""
+    num_heads: int = 12
+    """Attention heads per block; must divide hidden_size."""
+    intermediate_size: int = 3072
+    """Width of the feed-forward layer inside each block."""
+    max_position_embeddings: int = 512
+    """Learned positions; must cover the dataset's max_seq_length."""
+    type_vocab_size: int = 2
+    """Token types (segments A and B)."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention output and feed-forward output."""
+    attention_dropout: float = 0.1
+    """Dropout on the attention probabilities."""
+    layer_norm: Literal["post", "pre"] = "post"
+    """``post``: LayerNorm after each residual add (BERT); ``pre``: before each sublayer (GPT-2, more stable when deep)."""
+    layer_norm_eps: float = 1e-12
+    """LayerNorm epsilon (BERT's value)."""
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"
+    """Feed-forward and MLM-head activation: exact erf GELU (BERT) or its tanh approximation."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation of weights and embeddings (BERT's 0.02)."""
+    nsp_head: bool | None = None
+    """Next-sentence-prediction head on a tanh pooler; null = when the dataset's task is mlm_nsp."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}: must be >= 1, found {getattr(self, name)}")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            errors.append(f"vocab_size: must be >= 1 or null, found {self.vocab_size}")
+        if self.num_heads >= 1 and self.hidden_size % self.num_heads:
+            errors.append(f"num_heads: must divide hidden_size {self.hidden_size}, found {self.num_heads}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                errors.append(f"{name}: must be in [0, 1), found {getattr(self, name)}")
+        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
+            errors.append("layer_norm_eps and initializer_range: must be > 0")
+        check(errors)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1234
+    """Root of model initialisation and per-step dropout seeds; the loader shuffles and masks from it too."""
+    batch_size: int = 32
+    """Rows per micro-batch on each rank (global batch = batch_size x grad_accum x ranks)."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients are summed before each optimizer step."""
+    max_steps: int = 1000
+    """Optimizer steps to train for (a resumed run may raise it)."""
+    lr: float = 1e-4
+    """Peak learning rate, reached at the end of warmup."""
+    min_lr: float = 0.0
+    """Learning rate at max_steps."""
+    warmup_steps: int = 0
+    """Steps of linear warmup from lr/warmup_steps to lr."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Decay from lr to min_lr after warmup."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, not applied to biases and LayerNorm weights."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
+    eps: float = 1e-6
+    """AdamW epsilon."""
+    clip_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this value; null = no clipping."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on CUDA devices that support it, fp32 elsewhere."""
+    compile: bool = False
+    """Run the model through torch.compile (faster on GPUs; first steps are slow)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: the local CUDA device when there is one, else the CPU."""
+    log_every: int = 10
+    """Write a metrics.jsonl record and a progress line every this many steps."""
+    eval_every: int = 500
+    """Evaluate on the validation split every this many steps (0 = only at the end)."""
+    eval_batches: int | None = 50
+    """Batches per rank in each evaluation; null = the whole validation split."""
+    save_every: int = 1000
+    """Write a checkpoint every this many steps (0 = only at the end)."""
+    keep_last: int = 3
+    """Checkpoints to keep; older ones are deleted once a newer one is complete."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}: must be >= 1, found {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name}: must be >= 0, found {getattr(self, name)}")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            errors.append(f"eval_batches: must be >= 1 or null, found {self.eval_batches}")
+        if self.lr <= 0:
+            errors.append(f"lr: must be > 0, found {self.lr}")
+        if not 0.0 <= self.min_lr <= self.lr:
+            errors.append(f"min_lr: must be between 0 and lr ({self.lr}), found {self.min_lr}")
+        if self.weight_decay < 0:
+            errors.append(f"weight_decay: must be >= 0, found {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            errors.append(f"betas: must be two numbers in [0, 1), found {list(self.betas)}")
+        if self.eps <= 0:
+            errors.append(f"eps: must be > 0, found {self.eps}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            errors.append(f"clip_grad_norm: must be > 0 or null, found {self.clip_grad_norm}")
+        check(errors)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    sources: tuple[str, ...] = ()
+    """Datasets (directories or URLs) to mix, each ``path`` or ``path:weight``; --data replaces them."""
+    num_workers: int = 0
+    """Loader worker processes per rank; changing it never changes the batches."""
+    shuffle_window_shards: int = 4
+    """Rows are shuffled across this many shards at a time (more = better mixing, more memory)."""
+    length_bucketing: bool = False
+    """Group rows of similar length into batches to save padding."""
+    pad_to_multiple_of: int = 8
+    """Pad each batch's length up to a multiple of this (tensor-core friendly)."""
+    prefetch_shards: int = 2
+    """Shards fetched ahead of use."""
+    cache_dir: str | None = None
+    """Local folder for downloaded shards; null = no disk cache."""
+    max_cache_bytes: int = 4 << 30
+    """Upper bound of the shard cache."""
+    eval_split: str = "validation"
+    """Held-out split used for evaluation; a dataset without it is trained without evaluation."""
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Dynamic masking applied by the loader (ignored for statically masked datasets)."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        for s in self.sources:
+            try:
+                parse_source(s)
+            except ConfigError as e:
+                errors.append(f"sources: {str(e).removeprefix('mlm-data error: ')}")
+        if self.num_workers < 0:
+            errors.append(f"num_workers: must be >= 0, found {self.num_workers}")
+        for name in ("shuffle_window_shards", "pad_to_multiple_of", "prefetch_shards", "max_cache_bytes"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}: must be >= 1, found {getattr(self, name)}")
+        if not self.eval_split:
+            errors.append("eval_split: must not be empty")
+        check(errors)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, precision, logging, evaluation and checkpoint cadence."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Datasets and how the loader reads them."""
+    output: str | None = None
+    """Run folder or URL (config, metrics.jsonl, checkpoints, plot); --output replaces it."""
+
+
+def parse_source(text: str) -> tuple[str, float]:
+    """Split ``path:weight`` into its parts; a path without a numeric suffix has weight 1.
+
+    >>> parse_source("out/a:0.25"), parse_source("s3://bucket/ds"), parse_source("memory://ds:3")
+    (('out/a', 0.25), ('s3://bucket/ds', 1.0), ('memory://ds', 3.0))
+    """
+    path, sep, tail = text.rpartition(":")
+    weight = 1.0
+    if sep and path and not path.endswith(":"):
+        try:
+            weight = float(tail)
+        except ValueError:
+            path = text
+    else:
+        path = text
+    if not path:
+        raise ConfigError(f"data source {text!r} has no path")
+    if not weight > 0:
+        raise ConfigError(f"data source {text!r}: weight must be > 0, found {weight}")
+    return path, weight
+
+
+def load_pretrain_config(
+    path: str | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> PretrainConfig:
+    """Build a ``PretrainConfig`` in layers, each replacing only the fields it names: ``base``
+    (a resumed run's config), the YAML file at ``path``, then ``settings``
+    (``{"train.lr": 5e-4}`` from flags and ``--set``, see ``cli.parse_setting``)."""
+    data = copy.deepcopy(base or {})
+    if path:
+        _merge(data, load_yaml(path))
+    for key, value in (settings or {}).items():
+        set_path(data, key, value)
+    return from_dict(PretrainConfig, data, source=path or "configuration")
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def resolve_for_dataset(cfg: PretrainConfig, *, vocab_size: int, task: str, max_seq_length: int,
+                        source: str) -> PretrainConfig:
+    """Fill the fields only the dataset knows and check the model can read its rows."""
+    m = cfg.model
+    errors = []
+    if m.vocab_size is not None and m.vocab_size < vocab_size:
+        errors.append(f"model.vocab_size: {m.vocab_size} is smaller than the dataset vocabulary ({vocab_size})")
+    if m.max_position_embeddings < max_seq_length:
+        errors.append(f"model.max_position_embeddings: {m.max_position_embeddings} is smaller than the "
+                      f"dataset max_seq_length ({max_seq_length})")
+    if m.nsp_head and task != "mlm_nsp":
+        errors.append(f"model.nsp_head: the dataset task {task!r} has no next-sentence labels")
+    if errors:
+        raise ConfigError(f"{source}: the config does not fit the dataset:\n" + "\n".join(f"  - {e}" for e in errors))
+    model = replace(m, vocab_size=m.vocab_size or vocab_size,
+                    nsp_head=(task == "mlm_nsp") if m.nsp_head is None else m.nsp_head)
+    return replace(cfg, model=model)
+
+
+#: Fields a resumed run may change: logging, evaluation and checkpoint cadence, loader
+#: resources, and the length of the run (a longer run stretches the rest of a decaying
+#: learning-rate schedule; everything else a step computes stays as it was).
+#: ``data.sources`` may name the same datasets at another place: the loader checks that the
+#: shards, tokenizer and weights are the ones its saved state was made from.
+RESUMABLE_CHANGES = frozenset({
+    "train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
+    "train.save_every", "train.keep_last", "train.compile", "data.sources", "data.num_workers",
+    "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "output",
+})
+
+
+def check_resume_compatible(saved: dict[str, Any], now: dict[str, Any], *, source: str) -> None:
+    """Refuse a resume whose config differs from the checkpoint's in anything but ``RESUMABLE_CHANGES``."""
+    old, new = _leaves(saved), _leaves(now)
+    diffs = []
+    for path in sorted(set(old) | set(new)):
+        a, b = old.get(path), new.get(path)
+        if a != b and path not in RESUMABLE_CHANGES:
+            diffs.append(f"{path}: the checkpoint has {a!r}, this command gives {b!r}")
+    if diffs:
+        allowed = ", ".join(sorted(RESUMABLE_CHANGES))
+        raise ConfigError(f"{source}: cannot resume with a different configuration:\n"
+                          + "\n".join(f"  - {d}" for d in diffs)
+                          + f"\n  (only these may change on resume: {allowed})")
+
+
+def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: list(d) if isinstance(d, tuple) else d}

@@ -1,0 +1,111 @@
+"""``metrics.jsonl`` and the progress line: what a run tells people while it runs and after.
+
+``metrics.jsonl`` holds one JSON object per logged step and split: ``step``, ``split``
+(``train`` or the eval split), ``loss`` and the rest (``mlm_loss``, ``mlm_accuracy``, ``lr``,
+``tokens_per_s``, ...). On a local disk each record is appended as it is made, so ``tail -f``
+works; on an object store, which has no append, the whole file is republished (one PUT) at
+every evaluation, checkpoint and at the end. A resumed run first drops the records after the
+checkpoint it resumes from, so the file reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from fsspec.core import url_to_fs
+
+from mlm_data import storage
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def read_metrics(run: str) -> list[dict[str, Any]]:
+    """Every record of ``run``'s metrics.jsonl (empty when there is none yet)."""
+    try:
+        text = storage.read_text(storage.join(run, METRICS_NAME))
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class MetricsLog:
+    """The run's metrics.jsonl, written by rank 0 only (``enabled=False`` on the others)."""
+
+    def __init__(self, run: str, *, resume_step: int | None, enabled: bool = True) -> None:
+        self.url = storage.join(run, METRICS_NAME)
+        self.enabled = enabled
+        self.local = storage.is_local(self.url)
+        self.lines: list[str] = []
+        if not enabled:
+            return
+        if resume_step is not None:
+            kept = [r for r in read_metrics(run) if r["step"] <= resume_step]
+            self.lines = [json.dumps(r) for r in kept]
+        self._publish()
+
+    def append(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps(record)
+        self.lines.append(line)
+        if self.local:
+            with open(url_to_fs(self.url)[1], "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def flush(self) -> None:
+        """Make the store's copy complete (a no-op locally, where every record is already on disk)."""
+        if self.enabled and not self.local:
+            self._publish()
+
+    def _publish(self) -> None:
+        storage.write_bytes(self.url, "".join(line + "\n" for line in self.lines).encode("utf-8"))
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``'1:15'``; ``3725`` → ``'1:02:05'``."""
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """A one-line progress display on stderr: redrawn in place on a terminal, one line per log
+    elsewhere (CI logs, files), so it never floods a log with carriage returns."""
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self._open = False
+
+    def update(self, step: int, record: dict[str, Any], *, elapsed: float, steps_done: int) -> None:
+        if not self.enabled:
+            return
+        pct = 100.0 * step / self.total
+        eta = elapsed / max(steps_done, 1) * (self.total - step)
+        parts = [f"step {step}/{self.total} {pct:3.0f}%", f"loss {record['loss']:.4f}"]
+        if "mlm_accuracy" in record:
+            parts.append(f"mlm acc {record['mlm_accuracy']:.3f}")
+        parts += [f"lr {record['lr']:.2e}", f"{record['tokens_per_s'] / 1000:.1f}k tok/s",
+                  f"{format_duration(elapsed)}<{format_duration(eta)}"]
+        line = " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+            self._open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a line of its own (evaluation results, notes) without breaking the progress line."""
+        if not self.enabled:
+            return
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
