@@ -92,6 +92,18 @@ def read_tokenizer_text(url: str) -> str:
         raise TokenizerError(f"{url}: not a tokenizer file (binary content); pass a tokenizer.json") from None
 
 
+def load_tokenizer(url: str, *, sha256: str | None = None) -> Tokenizer:
+    """Read and parse a tokenizer file, checking its hash when one is expected.
+
+    Pipeline workers load the dataset's copy of the tokenizer by URL; the hash guards against
+    the file changing between the driver's check and a worker's read.
+    """
+    text = read_tokenizer_text(url)
+    if sha256 is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != sha256:
+        raise TokenizerError(f"{url}: changed while the pipeline was running; run again")
+    return parse_tokenizer(text, source=url)
+
+
 def describe(tok: Tokenizer, text: str) -> TokenizerInfo:
     """Vocabulary size, special ids and the file hash of a parsed tokenizer."""
     def find(names: Sequence[str]) -> int | None:

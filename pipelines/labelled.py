@@ -7,7 +7,6 @@ late).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -17,11 +16,10 @@ from mlm_data import accounting
 from mlm_data.accounting import Counts
 from mlm_data.classification import build_labelled_rows, clean_records, route_rows
 from mlm_data.config import PreprocessConfig
-from mlm_data.errors import TokenizerError
 from mlm_data.labelled import encode_tagged, encode_texts, order_labels
 from mlm_data.labelled_readers import TaggedSentence
 from mlm_data.schema import schema_for
-from mlm_data.tokenization import TextEncoder, TokenizerInfo, parse_tokenizer, read_tokenizer_text
+from mlm_data.tokenization import TextEncoder, TokenizerInfo, load_tokenizer
 from pipelines.metrics import report
 from pipelines.read import Batch
 
@@ -37,10 +35,7 @@ class EncodeLabelledFn(beam.DoFn):
         self._sep = sep_id
 
     def setup(self) -> None:
-        text = read_tokenizer_text(self._tokenizer_url)
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != self._sha256:
-            raise TokenizerError(f"{self._tokenizer_url}: changed while the pipeline was running; run again")
-        self._tok = parse_tokenizer(text, source=self._tokenizer_url)
+        self._tok = load_tokenizer(self._tokenizer_url, sha256=self._sha256)
         self._encoder = TextEncoder(self._tok)
 
     def process(self, batch: Batch) -> Iterator[Batch]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -13,8 +12,7 @@ from apache_beam.transforms.window import GlobalWindows
 from mlm_data import prepare
 from mlm_data.accounting import Counts
 from mlm_data.config import CleanConfig
-from mlm_data.errors import TokenizerError
-from mlm_data.tokenization import TextEncoder, parse_tokenizer, read_tokenizer_text
+from mlm_data.tokenization import TextEncoder, load_tokenizer
 from pipelines.metrics import report
 from pipelines.read import Batch
 
@@ -48,10 +46,7 @@ class TokenizeFn(beam.DoFn):
         self._overlap = overlap
 
     def setup(self) -> None:
-        text = read_tokenizer_text(self._tokenizer_url)
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != self._sha256:
-            raise TokenizerError(f"{self._tokenizer_url}: changed while the pipeline was running; run again")
-        self._encoder = TextEncoder(parse_tokenizer(text, source=self._tokenizer_url))
+        self._encoder = TextEncoder(load_tokenizer(self._tokenizer_url, sha256=self._sha256))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self._pending: Future | None = None
 
