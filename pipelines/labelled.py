@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
-import pyarrow as pa
 
 from mlm_data import accounting
 from mlm_data.accounting import Counts
@@ -22,6 +21,7 @@ from mlm_data.schema import schema_for
 from mlm_data.tokenization import TextEncoder, TokenizerInfo, load_tokenizer
 from pipelines.metrics import report
 from pipelines.read import Batch
+from pipelines.shuffle import decode_payload, encode_payload
 
 
 class EncodeLabelledFn(beam.DoFn):
@@ -57,18 +57,17 @@ class EncodeLabelledFn(beam.DoFn):
 
 
 class RouteLabelledFn(beam.DoFn):
-    def __init__(self, *, num_buckets: int, validation_buckets: int, validation_fraction: float) -> None:
+    def __init__(self, *, num_buckets: int, validation_buckets: int, validation_fraction: float,
+                 spill_dir: str | None) -> None:
         self._args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
                           validation_fraction=validation_fraction)
+        self._spill_dir = spill_dir
 
-    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes]]:
+    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes | str]]:
         routed = route_rows(batch.items, **self._args)
         for key in sorted(routed):
             payload = routed[key].to_arrow()
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, payload.schema) as writer:
-                writer.write_batch(payload)
-            yield key, sink.getvalue().to_pybytes()
+            yield key, encode_payload(payload, spill_dir=self._spill_dir)
 
 
 class CreateLabelledRowsFn(beam.DoFn):
@@ -76,9 +75,9 @@ class CreateLabelledRowsFn(beam.DoFn):
         self._cfg = cfg
         self._schema = schema_for(cfg.instances.task, vocab_size=tokenizer.vocab_size)
 
-    def process(self, element: tuple[tuple[str, int], Iterable[bytes]], labels: list[str]) -> Iterator[object]:
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]], labels: list[str]) -> Iterator[object]:
         (split, bucket), payloads = element
-        parts = [pa.ipc.open_stream(pa.py_buffer(p)).read_all() for p in payloads]
+        parts = [decode_payload(p) for p in payloads]
         rows = build_labelled_rows(parts, task=self._cfg.instances.task, vocabulary=labels, schema=self._schema,
                                    seed=self._cfg.seed, split=split, bucket=bucket,
                                    max_seq_length=self._cfg.instances.max_seq_length)
@@ -120,13 +119,13 @@ class PrepareLabelled(beam.PTransform):
     """Labelled record batches → keyed payloads, per-batch summaries, and the label vocabulary."""
 
     def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, tokenizer_url: str, num_buckets: int,
-                 validation_buckets: int, fixed_labels: Sequence[str] | None) -> None:
+                 validation_buckets: int, fixed_labels: Sequence[str] | None, spill_dir: str | None) -> None:
         super().__init__()
         self._cfg = cfg
         self._encode = EncodeLabelledFn(cfg, tokenizer_url, tokenizer.sha256, cls_id=int(tokenizer.special.cls),  # type: ignore[arg-type]
                                         sep_id=int(tokenizer.special.sep))  # type: ignore[arg-type]
         self._route = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
-                           validation_fraction=cfg.output.validation_fraction)
+                           validation_fraction=cfg.output.validation_fraction, spill_dir=spill_dir)
         self._fixed = fixed_labels
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:

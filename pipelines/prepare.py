@@ -15,6 +15,7 @@ from mlm_data.config import CleanConfig
 from mlm_data.tokenization import TextEncoder, load_tokenizer
 from pipelines.metrics import report
 from pipelines.read import Batch
+from pipelines.shuffle import encode_payload
 
 
 class CleanAndSplitFn(beam.DoFn):
@@ -80,29 +81,27 @@ class TokenizeFn(beam.DoFn):
 
 
 class AssignBucketsFn(beam.DoFn):
-    """Emits one ``((split, bucket), Arrow IPC bytes)`` per bucket the batch touches.
+    """Emits one ``((split, bucket), payload)`` per bucket the batch touches.
 
-    Arrow bytes are compact (token ids in the dataset's id width) and cheap to encode, which
-    matters because runners hold or ship everything that crosses the GroupByKey.
+    Payloads are Arrow IPC (token ids in the dataset's id width), compact and cheap to encode,
+    or the path of a spill file holding them on local runners (see ``pipelines.shuffle``).
     """
 
     def __init__(self, *, num_buckets: int, validation_buckets: int, validation_fraction: float,
-                 id_type: pa.DataType) -> None:
+                 id_type: pa.DataType, spill_dir: str | None) -> None:
+        self._spill_dir = spill_dir
         self._num_buckets = num_buckets
         self._validation_buckets = validation_buckets
         self._validation_fraction = validation_fraction
         self._id_type = id_type
 
-    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes]]:
+    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes | str]]:
         routed = prepare.assign_buckets(batch.items, num_buckets=self._num_buckets,
                                         validation_buckets=self._validation_buckets,
                                         validation_fraction=self._validation_fraction)
         for key in sorted(routed):
             payload = routed[key].to_arrow(self._id_type)
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, payload.schema) as writer:
-                writer.write_batch(payload)
-            yield key, sink.getvalue().to_pybytes()
+            yield key, encode_payload(payload, spill_dir=self._spill_dir)
 
 
 class PrepareDocuments(beam.PTransform):
@@ -111,13 +110,13 @@ class PrepareDocuments(beam.PTransform):
 
     def __init__(self, *, clean: CleanConfig, tokenizer_url: str, tokenizer_sha256: str, num_buckets: int,
                  validation_buckets: int, validation_fraction: float, id_type: pa.DataType,
-                 overlap_tokenization: bool = True) -> None:
+                 overlap_tokenization: bool = True, spill_dir: str | None = None) -> None:
         super().__init__()
         self._clean = clean
         self._tokenizer = (tokenizer_url, tokenizer_sha256)
         self._overlap = overlap_tokenization
         self._bucket_args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
-                                 validation_fraction=validation_fraction, id_type=id_type)
+                                 validation_fraction=validation_fraction, id_type=id_type, spill_dir=spill_dir)
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cleaned = batches | "CleanAndSplit" >> beam.ParDo(CleanAndSplitFn(self._clean))

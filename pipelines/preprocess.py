@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlm_data import storage
 from mlm_data.config import PreprocessConfig
@@ -40,6 +44,7 @@ from pipelines.runner import (
     make_runner,
     pipeline_options,
     runner_keeps_finish_bundle_output,
+    runs_on_this_machine,
 )
 from pipelines.write import CreateInstancesFn, WriteDataset
 
@@ -160,26 +165,39 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
          f"runner {describe_runner(options)}")
     started = time.perf_counter()
     fixed_labels = resolve_labels(cfg)
+    # Local runners hold GroupByKey data in memory; spill it to scratch files instead.
+    spill_dir = tempfile.mkdtemp(prefix="mlm-data-shuffle-") if runs_on_this_machine(options) else None
+    try:
+        _run_pipeline(cfg, options, files=files, info=info, tokenizer_url=tokenizer_url, plan=plan, id_type=id_type,
+                      fixed_labels=fixed_labels, spill_dir=spill_dir)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+    manifest = Manifest.load(root)
+    echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
+         f"to {root} in {time.perf_counter() - started:.1f}s")
+    return manifest
+
+
+def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Sequence[InputFile], info: TokenizerInfo,
+                  tokenizer_url: str, plan: BucketPlan, id_type: pa.DataType, fixed_labels: list[str] | None,
+                  spill_dir: str | None) -> None:
     with beam.Pipeline(runner=make_runner(options), options=options) as p:
         batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars,
                                                        cfg.instances.task)
         if cfg.instances.task in LABELLED_TASKS:
             keyed, summaries, labels = batches | "PrepareLabelled" >> PrepareLabelled(
                 cfg, info, tokenizer_url=tokenizer_url, num_buckets=plan.num_buckets,
-                validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels)
+                validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels, spill_dir=spill_dir)
             create_rows: beam.DoFn = CreateLabelledRowsFn(cfg, info)
         else:
             keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
                 clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256,
                 num_buckets=plan.num_buckets, validation_buckets=plan.validation_buckets,
                 validation_fraction=cfg.output.validation_fraction, id_type=id_type,
-                overlap_tokenization=runner_keeps_finish_bundle_output(options))
+                overlap_tokenization=runner_keeps_finish_bundle_output(options), spill_dir=spill_dir)
             labels = p | "NoLabels" >> beam.Create([None])
             create_rows = CreateInstancesFn(cfg, info)
         _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
             cfg, info, num_files=len(files), id_type=id_type, create_rows=create_rows, labels=labels)
-    manifest = Manifest.load(root)
-    echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
-         f"to {root} in {time.perf_counter() - started:.1f}s")
-    return manifest
 

@@ -49,3 +49,10 @@ def runner_keeps_finish_bundle_output(options: PipelineOptions) -> bool:
     """
     name = options.view_as(StandardOptions).runner
     return not (isinstance(name, str) and "dask" in name.lower())
+
+
+def runs_on_this_machine(options: PipelineOptions) -> bool:
+    """Whether every worker shares this machine's filesystem (Beam's local runners)."""
+    name = options.view_as(StandardOptions).runner
+    key = name.lower() if isinstance(name, str) else None
+    return key in _LOCAL_NAMES or key == "bundlebaseddirectrunner"

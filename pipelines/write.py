@@ -22,6 +22,7 @@ from mlm_data.shards import shard_name, split_points, write_shard
 from mlm_data.tokenization import TokenizerInfo
 from mlm_data.tokenized import TokenizedDocuments
 from pipelines.metrics import report
+from pipelines.shuffle import decode_payload
 
 
 class CreateInstancesFn(beam.DoFn):
@@ -29,9 +30,9 @@ class CreateInstancesFn(beam.DoFn):
         self._cfg = cfg
         self._tokenizer = tokenizer
 
-    def process(self, element: tuple[tuple[str, int], Iterable[bytes]], _labels: None) -> Iterator[object]:
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]], _labels: None) -> Iterator[object]:
         (split, bucket), payloads = element
-        tables = [pa.ipc.open_stream(pa.py_buffer(p)).read_all() for p in payloads]
+        tables = [decode_payload(p) for p in payloads]
         docs = TokenizedDocuments.from_arrow(pa.concat_tables(tables))
         rows = build_rows(docs, cfg=self._cfg, tokenizer=self._tokenizer, split=split, bucket=bucket)
         report(rows.counts)

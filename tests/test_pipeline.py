@@ -190,3 +190,33 @@ def test_jsonl_and_parquet_inputs(tmp_path, preprocess):
     m = preprocess(str(src), tmp_path / "out", **{"input.text_field": "content"})
     assert m.data["counts"]["documents_read"] == 8
     assert m.data["counts"]["documents_written"] == 8
+
+
+def test_local_runs_spill_the_shuffle_and_clean_up(tmp_path, small_corpus, preprocess, monkeypatch):
+    """Local runners would hold every GroupByKey payload in memory; they get spill files instead,
+    and the scratch folder is gone afterwards, also when the run fails."""
+    import tempfile
+
+    from pipelines import shuffle
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    spilled: list[str] = []
+    real = shuffle.encode_payload
+
+    def recording(batch, *, spill_dir):
+        out = real(batch, spill_dir=spill_dir)
+        spilled.append(out)
+        return out
+
+    monkeypatch.setattr("pipelines.prepare.encode_payload", recording)
+    preprocess(str(small_corpus), tmp_path / "out", **{"output.num_buckets": 2})
+    assert spilled and all(isinstance(p, str) and p.startswith(str(scratch)) for p in spilled)
+    assert list(scratch.iterdir()) == []
+    (small_corpus.parent / "bad").mkdir(exist_ok=True)
+    bad = small_corpus.parent / "bad" / "blob.txt"
+    bad.write_bytes(b"\0" * 64)
+    with pytest.raises(InputError):
+        preprocess(str(bad.parent), tmp_path / "out2")
+    assert list(scratch.iterdir()) == []
