@@ -65,8 +65,7 @@ def tokenize_documents(encoder: TextEncoder, docs: Sequence[SplitDocument], coun
     as ``no_tokens``. The result has no empty sentence and no empty document, which pairing
     and packing rely on.
     """
-    sentences = [s for d in docs for s in d.sentences]
-    enc = encoder.encode(sentences)
+    enc = encoder.encode_grouped([d.sentences for d in docs])
     sent_len = np.diff(enc.offsets)
     doc_sent_count = np.fromiter((len(d.sentences) for d in docs), dtype=np.int64, count=len(docs))
     doc_of_sentence = np.repeat(np.arange(len(docs)), doc_sent_count)

@@ -146,6 +146,11 @@ class Encoded:
     offsets: np.ndarray      # (S+1,) int64
 
 
+#: Joins the sentences of a document for one tokenizer call. A control character: the cleaner
+#: removes those from text, and as an added special token it is matched before normalisation.
+_SENTENCE_BREAK = "\x1f"
+
+
 class TextEncoder:
     """Tokenizes batches of texts into flat arrays with word-start flags.
 
@@ -159,23 +164,68 @@ class TextEncoder:
     def __init__(self, tok: Tokenizer) -> None:
         self.tok = tok
         self._continuation = _wordpiece_continuation_table(tok)
+        self._fast = self._continuation is not None and hasattr(tok, "encode_batch_fast")
+        self._joiner: Tokenizer | None = None
+        if self._fast:
+            # A private copy that knows the sentence break as a special token: segments between
+            # special tokens are normalised and pre-tokenized independently, so a joined
+            # document gives exactly the ids of its sentences encoded one by one.
+            self._joiner = Tokenizer.from_str(tok.to_str())
+            self._joiner.add_special_tokens([_SENTENCE_BREAK])
+            self._break_id = self._joiner.token_to_id(_SENTENCE_BREAK)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
+        """One token sequence per text."""
         texts = list(texts)
-        fast = self._continuation is not None and hasattr(self.tok, "encode_batch_fast")
-        encs = (self.tok.encode_batch_fast if fast else self.tok.encode_batch)(texts, add_special_tokens=False)
-        ids_lists = [e.ids for e in encs]
-        lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
-        offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        n = int(offsets[-1])
-        ids = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.uint32, count=n)
-        if fast:
+        encs = (self.tok.encode_batch_fast if self._fast else self.tok.encode_batch)(texts, add_special_tokens=False)
+        ids, offsets = _flatten([e.ids for e in encs])
+        if self._fast:
             word_start = ~self._continuation[ids]  # type: ignore[index]
         else:
-            word_start = _word_starts_from_word_ids([e.word_ids for e in encs], n)
-        word_start[offsets[:-1][lengths > 0]] = True
-        return Encoded(ids=ids, word_start=word_start, offsets=offsets)
+            word_start = _word_starts_from_word_ids([e.word_ids for e in encs], len(ids))
+        return _finish(ids, word_start, offsets)
+
+    def encode_grouped(self, groups: Sequence[Sequence[str]]) -> Encoded:
+        """One token sequence per sentence, for documents given as lists of sentences.
+
+        On the WordPiece fast path each document is one tokenizer call with its sentences
+        joined by a break token, which is much cheaper than one call per sentence; the break
+        tokens' positions give the sentence boundaries.
+        """
+        if not self._fast or any(_SENTENCE_BREAK in s for g in groups for s in g):
+            return self.encode([s for g in groups for s in g])
+        encs = self._joiner.encode_batch_fast(  # type: ignore[union-attr]
+            [_SENTENCE_BREAK.join(g) for g in groups], add_special_tokens=False)
+        joined, _ = _flatten([e.ids for e in encs])
+        is_break = joined == self._break_id
+        breaks = np.flatnonzero(is_break)
+        n_sentences = sum(len(g) for g in groups)
+        # Sentence k of the batch ends at its break, or at its document's end; documents end
+        # where their encodings end (a document of n sentences holds n - 1 breaks).
+        doc_ends = np.cumsum(np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs)))
+        ends = np.sort(np.concatenate([breaks, doc_ends[[len(g) > 0 for g in groups]]]))
+        if len(ends) != n_sentences:
+            return self.encode([s for g in groups for s in g])
+        ids = joined[~is_break]
+        # Each break before a boundary shifts later positions left by one.
+        removed_before = np.searchsorted(breaks, ends, side="left")
+        offsets = np.concatenate([[0], ends - removed_before]).astype(np.int64)
+        return _finish(ids, ~self._continuation[ids], offsets)  # type: ignore[index]
+
+
+def _flatten(ids_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+    offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.uint32, count=int(offsets[-1]))
+    return ids, offsets
+
+
+def _finish(ids: np.ndarray, word_start: np.ndarray, offsets: np.ndarray) -> Encoded:
+    """Every non-empty sequence starts with a word."""
+    lengths = np.diff(offsets)
+    word_start[offsets[:-1][lengths > 0]] = True
+    return Encoded(ids=ids, word_start=word_start, offsets=offsets)
 
 
 def _wordpiece_continuation_table(tok: Tokenizer) -> np.ndarray | None:
