@@ -20,8 +20,8 @@ from mlm_data.config import PreprocessConfig
 from mlm_data.masking import mask_tokens
 from mlm_data.packing import pack_causal, pack_sentences
 from mlm_data.pairing import create_nsp_instances
-from mlm_data.rows import Pieces, assemble
-from mlm_data.schema import IGNORE_INDEX, schema_for
+from mlm_data.rows import Pieces, assemble, offsets_from_lengths, take_ranges
+from mlm_data.schema import IGNORE_INDEX, MLM_TASKS, schema_for
 from mlm_data.seeding import derive_key, keys_for, random_bits
 from mlm_data.shards import list_array
 from mlm_data.tokenization import TokenizerInfo, vocab_tokens_for_random
@@ -70,120 +70,124 @@ def build_rows(
     docs = docs.select(keyed_order(docs, members, seed=cfg.seed))
     task = cfg.instances.task
     max_len = cfg.instances.max_seq_length
-    sp = tokenizer.special
     schema = schema_for(task, vocab_size=tokenizer.vocab_size, static_masking=cfg.masking.enabled)
-    id_type = schema.field("input_ids").type.value_type
-    tables: list[pa.Table] = []
-    row_tokens: list[np.ndarray] = []
-    bucket_stats: list[dict[str, Any]] = []
     has_row = np.zeros(docs.num_docs, dtype=bool)
+    if task == "causal_lm":
+        table, lengths, st = _causal_rows(docs, cfg=cfg, tokenizer=tokenizer, schema=schema, split=split, bucket=bucket)
+        has_row[:] = True
+    elif task in MLM_TASKS:
+        table, lengths, st = _mlm_rows(docs, has_row, cfg=cfg, tokenizer=tokenizer, schema=schema, split=split,
+                                       bucket=bucket)
+    else:
+        raise ValueError(f"build_rows does not handle task {task!r}")
+    counts.drop(accounting.NO_INSTANCES, int((~has_row).sum()))
+    counts.written = int(has_row.sum())
+    st["sequence_length"] = stats.histogram(lengths, stats.length_edges(max_len))
+    st["tokens_per_document"] = stats.histogram(docs.doc_num_tokens()[has_row], stats.DOC_TOKEN_EDGES)
+    st["rows"] = int(table.num_rows)
+    st["tokens"] = int(lengths.sum())
+    return BucketRows(table=table, row_tokens=lengths, counts=counts, stats=st)
 
+
+def _row_order(n: int, *, seed: int, split: str, bucket: int) -> np.ndarray:
+    """A keyed shuffle of a bucket's rows, so one document's instances do not sit together."""
+    return np.argsort(random_bits(derive_key(seed, "row-order", split, bucket), np.arange(n)), kind="stable")
+
+
+def _mlm_rows(docs: TokenizedDocuments, has_row: np.ndarray, *, cfg: PreprocessConfig, tokenizer: TokenizerInfo,
+              schema: pa.Schema, split: str, bucket: int) -> tuple[pa.Table, np.ndarray, dict[str, Any]]:
+    """Pairs or packs for every dupe, shuffled as pieces (before any token is copied), then
+    assembled once, optionally masked statically."""
+    task, max_len, sp = cfg.instances.task, cfg.instances.max_seq_length, tokenizer.special
+    parts: list[Pieces] = []
+    extras: dict[str, list[np.ndarray]] = {"segment_b_start": [], "next_sentence_label": []}
+    dupe_stats: list[dict[str, Any]] = []
     for dupe in range(cfg.instances.dupe_factor):
-        extra: dict[str, pa.Array] = {}
-        st: dict[str, Any] = {}
         if task == "mlm_nsp":
             inst = create_nsp_instances(
                 docs, max_seq_length=max_len, short_seq_prob=cfg.instances.short_seq_prob,
                 random_next_prob=cfg.instances.random_next_prob, seed=cfg.seed, dupe=dupe,
             )
             has_row[inst.doc_index] = True
-            pieces = inst.pieces(cls_id=sp.cls, sep_id=sp.sep)  # type: ignore[arg-type]
-            extra["segment_b_start"] = pa.array(inst.segment_b_start().astype(np.uint16))
-            extra["next_sentence_label"] = pa.array(inst.is_random_next.astype(np.int8))
-            a_len, b_len = inst.a_end - inst.a_start, inst.b_end - inst.b_start
+            parts.append(inst.pieces(cls_id=sp.cls, sep_id=sp.sep))  # type: ignore[arg-type]
+            extras["segment_b_start"].append(inst.segment_b_start().astype(np.uint16))
+            extras["next_sentence_label"].append(inst.is_random_next.astype(np.int8))
             edges = stats.length_edges(max_len)
-            st.update({
-                "segment_a_length": stats.histogram(a_len, edges),
-                "segment_b_length": stats.histogram(b_len, edges),
+            dupe_stats.append({
+                "segment_a_length": stats.histogram(inst.a_end - inst.a_start, edges),
+                "segment_b_length": stats.histogram(inst.b_end - inst.b_start, edges),
                 "nsp": {"is_next": int((~inst.is_random_next).sum()), "random_next": int(inst.is_random_next.sum())},
                 "truncated_rows": int(inst.truncated.sum()),
             })
-        elif task in ("mlm_fullsent", "mlm_docsent"):
-            pieces = pack_sentences(docs, max_seq_length=max_len, cls_id=sp.cls, sep_id=sp.sep,  # type: ignore[arg-type]
-                                    cross_documents=task == "mlm_fullsent")
-            has_row[docs.doc_num_tokens() > 0] = True
-        elif task == "causal_lm":
-            blocks = pack_causal(docs, block_size=max_len, eos_id=sp.eos)  # type: ignore[arg-type]
-            has_row[:] = True
-            ids_col = list_array(blocks.ids, blocks.row_offsets, id_type)
-            starts_col = list_array(blocks.doc_start_values, blocks.doc_start_offsets, pa.uint16())
-            table = pa.Table.from_arrays([ids_col, starts_col], schema=schema)
-            tables.append(table)
-            lengths = np.diff(blocks.row_offsets)
-            row_tokens.append(lengths)
-            st["sequence_length"] = stats.histogram(lengths, stats.length_edges(max_len))
-            bucket_stats.append(st)
-            continue
         else:
-            raise ValueError(f"build_rows does not handle task {task!r}")
-
-        table, lengths = _assemble_mlm(docs, pieces, schema, id_type, extra)
-        if cfg.masking.enabled:
-            table, n_masked = _static_mask(table, cfg=cfg, tokenizer=tokenizer, split=split, bucket=bucket,
-                                           dupe=dupe, schema=schema)
-            st["masked_tokens"] = n_masked
-        st["sequence_length"] = stats.histogram(lengths, stats.length_edges(max_len))
-        tables.append(table)
-        row_tokens.append(lengths)
-        bucket_stats.append(st)
-
-    no_rows = int((~has_row).sum())
-    counts.drop(accounting.NO_INSTANCES, no_rows)
-    counts.written = int(has_row.sum())
-    doc_tokens = docs.doc_num_tokens()[has_row]
-    table = pa.concat_tables([pa.Table.from_arrays(t.columns, schema=schema) for t in tables]) \
-        if tables else schema.empty_table()
-    lengths = np.concatenate(row_tokens) if row_tokens else np.zeros(0, np.int64)
-    perm = np.argsort(random_bits(derive_key(cfg.seed, "row-order", split, bucket), np.arange(table.num_rows)),
-                      kind="stable")
-    table = table.take(pa.array(perm)) if table.num_rows else table
-    merged = stats.merge(bucket_stats)
-    merged["tokens_per_document"] = stats.histogram(doc_tokens, stats.DOC_TOKEN_EDGES)
-    merged["rows"] = int(table.num_rows)
-    merged["tokens"] = int(lengths.sum())
-    return BucketRows(table=table, row_tokens=lengths[perm], counts=counts, stats=merged)
-
-
-def _assemble_mlm(docs: TokenizedDocuments, pieces: Pieces, schema: pa.Schema, id_type: pa.DataType,
-                  extra: dict[str, pa.Array]) -> tuple[pa.Table, np.ndarray]:
+            parts.append(pack_sentences(docs, max_seq_length=max_len, cls_id=sp.cls, sep_id=sp.sep,  # type: ignore[arg-type]
+                                        cross_documents=task == "mlm_fullsent"))
+            has_row[docs.doc_num_tokens() > 0] = True
+    pieces = Pieces.concat(parts)
+    order = _row_order(pieces.num_rows, seed=cfg.seed, split=split, bucket=bucket)
+    pieces = pieces.take(order)
     ids, word_start, offsets = assemble(pieces, docs.ids, docs.word_start)
-    cols = {"input_ids": list_array(ids, offsets, id_type), "word_start": list_array(word_start, offsets, pa.bool_())}
-    cols.update(extra)
-    names = [f.name for f in schema if f.name in cols]
-    table = pa.Table.from_arrays([cols[n] for n in names], names=names)
-    return table, np.diff(offsets)
+    id_type = schema.field("input_ids").type.value_type
+    cols: dict[str, pa.Array] = {"input_ids": list_array(ids, offsets, id_type),
+                                 "word_start": list_array(word_start, offsets, pa.bool_())}
+    for name, chunks in extras.items():
+        if chunks:
+            cols[name] = pa.array(np.concatenate(chunks)[order])
+    st = stats.merge(dupe_stats)
+    if cfg.masking.enabled:
+        masked_ids, positions, labels, m_offsets = _static_mask(ids, word_start, offsets, cfg=cfg,
+                                                                tokenizer=tokenizer, split=split, bucket=bucket)
+        cols["input_ids"] = list_array(masked_ids, offsets, id_type)
+        cols["masked_positions"] = list_array(positions.astype(np.uint16), m_offsets, pa.uint16())
+        cols["masked_labels"] = list_array(labels, m_offsets, id_type)
+        st["masked_tokens"] = int(m_offsets[-1])
+    table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    return table, np.diff(offsets), st
 
 
-def _static_mask(table: pa.Table, *, cfg: PreprocessConfig, tokenizer: TokenizerInfo, split: str,
-                 bucket: int, dupe: int, schema: pa.Schema, chunk_rows: int = 4096) -> tuple[pa.Table, int]:
-    """Mask rows once, with the same function the loader uses dynamically, and store the
-    chosen positions and original ids next to the corrupted sequence.
+def _causal_rows(docs: TokenizedDocuments, *, cfg: PreprocessConfig, tokenizer: TokenizerInfo, schema: pa.Schema,
+                 split: str, bucket: int) -> tuple[pa.Table, np.ndarray, dict[str, Any]]:
+    blocks = pack_causal(docs, block_size=cfg.instances.max_seq_length, eos_id=tokenizer.special.eos)  # type: ignore[arg-type]
+    n = len(blocks.row_offsets) - 1
+    order = _row_order(n, seed=cfg.seed, split=split, bucket=bucket)
+    lengths = np.diff(blocks.row_offsets)[order]
+    ids = take_ranges(blocks.ids, blocks.row_offsets[:-1][order], lengths)
+    start_counts = np.diff(blocks.doc_start_offsets)[order]
+    starts = take_ranges(blocks.doc_start_values, blocks.doc_start_offsets[:-1][order], start_counts)
+    id_type = schema.field("input_ids").type.value_type
+    table = pa.Table.from_arrays([list_array(ids, offsets_from_lengths(lengths), id_type),
+                                  list_array(starts, offsets_from_lengths(start_counts), pa.uint16())], schema=schema)
+    return table, lengths, {}
 
-    Rows are densified ``chunk_rows`` at a time so memory stays bounded by the chunk."""
-    ids_col = table.column("input_ids").combine_chunks()
-    offsets = ids_col.offsets.to_numpy().astype(np.int64)
-    flat = ids_col.values.to_numpy().astype(np.int64)
-    ws_flat = table.column("word_start").combine_chunks().values.to_numpy(zero_copy_only=False)
+
+def _static_mask(ids: np.ndarray, word_start: np.ndarray, offsets: np.ndarray, *, cfg: PreprocessConfig,
+                 tokenizer: TokenizerInfo, split: str, bucket: int,
+                 chunk_rows: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mask rows once, with the same function the loader uses dynamically.
+
+    Returns the corrupted ids, and per row the chosen positions and their original ids (flat,
+    with their offsets). Rows are densified ``chunk_rows`` at a time so memory stays bounded.
+    """
+    flat = ids.astype(np.int64)
     specials = np.asarray(tokenizer.special.all_ids(), dtype=np.int64)
     random_ids = vocab_tokens_for_random(tokenizer)
     n = len(offsets) - 1
-    out_ids = flat.copy()
+    out_ids = ids.copy()
     positions: list[np.ndarray] = []
     labels_out: list[np.ndarray] = []
     per_row = np.zeros(n, dtype=np.int64)
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
         lengths = np.diff(offsets[lo:hi + 1])
-        t = int(lengths.max())
-        valid = np.arange(t)[None, :] < lengths[:, None]
+        valid = np.arange(int(lengths.max())) < lengths[:, None]
         span = slice(offsets[lo], offsets[hi])
-        dense = np.zeros((hi - lo, t), dtype=np.int64)
+        dense = np.zeros(valid.shape, dtype=np.int64)
         dense[valid] = flat[span]
-        word_start = np.zeros((hi - lo, t), dtype=bool)
-        word_start[valid] = ws_flat[span]
-        keys = keys_for(cfg.seed, "static-mask", split, bucket, dupe, index=np.arange(lo, hi))
+        dense_ws = np.zeros(valid.shape, dtype=bool)
+        dense_ws[valid] = word_start[span]
+        keys = keys_for(cfg.seed, "static-mask", split, bucket, index=np.arange(lo, hi))
         masked, labels = mask_tokens(
-            dense, maskable=valid & ~np.isin(dense, specials), word_start=word_start, keys=keys,
+            dense, maskable=valid & ~np.isin(dense, specials), word_start=dense_ws, keys=keys,
             config=cfg.masking, mask_token_id=int(tokenizer.special.mask),  # type: ignore[arg-type]
             random_token_ids=random_ids,
         )
@@ -193,11 +197,7 @@ def _static_mask(table: pa.Table, *, cfg: PreprocessConfig, tokenizer: Tokenizer
         rows, cols = np.nonzero(chosen)
         positions.append(cols)
         labels_out.append(labels[rows, cols])
-    m_offsets = np.concatenate([[0], np.cumsum(per_row)])
-    id_type = schema.field("input_ids").type.value_type
+    m_offsets = offsets_from_lengths(per_row)
     pos_flat = np.concatenate(positions) if positions else np.zeros(0, np.int64)
     lab_flat = np.concatenate(labels_out) if labels_out else np.zeros(0, np.int64)
-    table = table.set_column(0, "input_ids", list_array(out_ids, offsets, id_type))
-    table = table.append_column("masked_positions", list_array(pos_flat.astype(np.uint16), m_offsets, pa.uint16()))
-    table = table.append_column("masked_labels", list_array(lab_flat, m_offsets, id_type))
-    return table, int(per_row.sum())
+    return out_ids, pos_flat, lab_flat, m_offsets

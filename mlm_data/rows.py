@@ -30,6 +30,27 @@ class Pieces:
     def num_rows(self) -> int:
         return len(self.row_offsets) - 1
 
+    @classmethod
+    def concat(cls, parts: list[Pieces]) -> Pieces:
+        """The rows of every part, in order."""
+        if not parts:
+            z = np.zeros(0, np.int64)
+            return cls(z, z, z, np.zeros(1, np.int64))
+        shifts = np.cumsum([0] + [len(p.start) for p in parts[:-1]])
+        return cls(
+            start=np.concatenate([p.start for p in parts]),
+            length=np.concatenate([p.length for p in parts]),
+            const=np.concatenate([p.const for p in parts]),
+            row_offsets=np.concatenate([[0]] + [p.row_offsets[1:] + s for p, s in zip(parts, shifts)]).astype(np.int64),
+        )
+
+    def take(self, rows: np.ndarray) -> Pieces:
+        """The rows at ``rows``, in that order (no token is copied, only piece descriptions)."""
+        counts = np.diff(self.row_offsets)[rows]
+        idx = ranges_index(self.row_offsets[:-1][rows], counts)
+        return Pieces(start=self.start[idx], length=self.length[idx], const=self.const[idx],
+                      row_offsets=offsets_from_lengths(counts))
+
     def row_lengths(self) -> np.ndarray:
         """Tokens per row."""
         cum = np.concatenate([[0], np.cumsum(self.length)])

@@ -73,3 +73,17 @@ def test_causal_blocks_keep_every_token():
     assert len(blocks.ids) == len(docs.ids) + docs.num_docs
     np.testing.assert_array_equal(blocks.ids[blocks.ids != 0], docs.ids)
     assert (np.diff(blocks.row_offsets)[:-1] == 64).all()
+
+
+def test_pieces_concat_and_take_reorder_whole_rows():
+    from mlm_data.rows import Pieces, assemble
+
+    docs = synthetic_docs([[3], [2], [4]], id_offset=10)
+    a = pack_sentences(docs, max_seq_length=16, cls_id=CLS, sep_id=SEP, cross_documents=False)
+    both = Pieces.concat([a, a])
+    assert both.num_rows == 2 * a.num_rows
+    order = np.array([5, 0, 3])
+    ids, word_start, offsets = assemble(both.take(order), docs.ids, docs.word_start)
+    rows = [ids[x:y].tolist() for x, y in zip(offsets[:-1], offsets[1:])]
+    assert rows == [[CLS, 15, 16, 17, 18, SEP], [CLS, 10, 11, 12, SEP], [CLS, 10, 11, 12, SEP]]
+    assert word_start[offsets[:-1]].all()
