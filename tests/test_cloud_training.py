@@ -1,0 +1,65 @@
+"""The whole path on an object store: preprocess to s3://, verify there, train streaming from
+s3:// with checkpoints to s3://, die mid-run, and resume from the s3:// checkpoint exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+import pipelines.cli
+from trainer import checkpoint
+from trainer import cli as train_cli
+from trainer import train as train_module
+from trainer.metrics import read_metrics
+
+from conftest import REPO
+
+if TYPE_CHECKING:
+    from servers import ObjectStore
+
+pytest_plugins = ["servers"]
+
+TINY = ["--config", str(REPO / "configs" / "train" / "bert-tiny.yaml"), "--hidden-size", "32", "--num-heads", "2",
+        "--intermediate-size", "64", "--batch-size", "8", "--warmup-steps", "2", "--log-every", "1",
+        "--eval-batches", "2", "--dropout", "0.1"]
+
+
+def upload(store: ObjectStore, corpus: Path, prefix: str) -> str:
+    for path in sorted(corpus.iterdir()):
+        store.put(f"{prefix}/{path.name}", path.read_bytes())
+    return store.url(prefix)
+
+
+def test_preprocess_verify_train_die_and_resume_on_s3(s3, small_corpus, preprocess, monkeypatch):
+    data = s3.url("datasets/bert")
+    preprocess(upload(s3, small_corpus, "corpus"), data, instances__max_seq_length=64,
+               output__validation_fraction=0.1, output__num_buckets=3)
+    assert pipelines.cli.main(["verify", data, "--quiet"]) == 0
+
+    common = [*TINY, "--data", data, "--max-steps", "8", "--save-every", "4", "--eval-every", "4"]
+    straight, interrupted = s3.url("runs/straight"), s3.url("runs/interrupted")
+    assert train_cli.main(["pretrain", *common, "--output", straight]) == 0
+
+    real_step = train_module.train_step
+
+    def die_in_step_7(*args, step, **kwargs):
+        if step == 6:
+            raise KeyboardInterrupt
+        return real_step(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", die_in_step_7)
+    assert train_cli.main(["pretrain", *common, "--output", interrupted]) == 130
+    monkeypatch.undo()
+    assert s3.keys("runs/interrupted/checkpoints") == ["step-00000004.pt"]
+    assert train_cli.main(["pretrain", "--resume", interrupted]) == 0
+
+    def comparable(run: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run)]
+
+    assert comparable(interrupted) == comparable(straight)
+    a, b = checkpoint.load_latest(straight), checkpoint.load_latest(interrupted)
+    assert a["step"] == b["step"] == 8
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
