@@ -74,17 +74,23 @@ def test_packed_mlm_has_no_segments(docsent):
 def test_token_classification_labels_are_padded_with_ignore(tokens):
     rows = read_rows(tokens)
     ids, labels = rows.column("input_ids").to_pylist(), rows.column("labels").to_pylist()
+    words = rows.column("word_start").to_pylist()
+    examples, windows = rows.column("example_id").to_pylist(), rows.column("window_index").to_pylist()
     loader = make(tokens, batch_size=7)
     assert loader.labels == ["O", "B-X", "I-X", "B-Y", "I-Y"]
     batches = list(iter_epoch(loader))
     assert np.array_equal(np.sort(real_rows(batches)), np.arange(90))
     for b in batches:
-        assert set(b) == {"input_ids", "attention_mask", "labels", "sample_mask", "row_id"}
+        assert set(b) == {"input_ids", "attention_mask", "labels", "word_start", "example_id", "window_index",
+                          "sample_mask", "row_id"}
         for i, r in enumerate(b["row_id"].tolist()):
-            n = len(ids[r])
+            n, width = len(ids[r]), b["labels"].shape[1]
             assert b["input_ids"][i, :n].tolist() == ids[r]  # never masked: not an MLM task
             expected = labels[r] if b["sample_mask"][i] else [-100] * n
-            assert b["labels"][i].tolist() == expected + [-100] * (b["labels"].shape[1] - n)
+            assert b["labels"][i].tolist() == expected + [-100] * (width - n)
+            # what an evaluator needs to stitch windows back into sentences and find words
+            assert b["word_start"][i].tolist() == words[r] + [False] * (width - n)
+            assert (b["example_id"][i].item(), b["window_index"][i].item()) == (examples[r], windows[r])
 
 
 def test_sequence_classification_labels_and_token_types(sentences):

@@ -128,7 +128,7 @@ def test_every_config_field_has_exactly_one_flag():
             else:
                 yield f"{prefix}{f.name}", tp
 
-    paths = {p for p, _ in leaves(PretrainConfig)} - {"data.sources"}
+    paths = {p for p, _ in leaves(PretrainConfig)} - {"data.sources", "data.eval_sources"}  # --data, --eval-data
     assert {f.path for f in flags} == paths
     by_path = {f.path: f for f in flags}
     assert by_path["train.max_steps"].flag == "--max-steps"

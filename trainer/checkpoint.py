@@ -9,6 +9,9 @@ A checkpoint is ``RUN/checkpoints/step-00001000.pt`` holding::
     loader                     the loader's ``state_dict`` (its position is global, the same on
                                every rank), so resumed batches are identical
     config                     the resolved training config (plain data)
+    dataset                    what the weights are tied to: the training data's task, label
+                               names and tokenizer record (path, sha256, vocab size, special
+                               ids), so a warm start or an export can check and describe them
     dataset_schema_version     the Arrow schema version this mlm_data reads (it refuses datasets
                                of any other, so it is the version the run was trained on)
     torch_version              for the curious; not checked
@@ -52,7 +55,8 @@ def checkpoint_url(run: str, step: int) -> str:
 
 
 def build_state(*, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                loader: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+                loader: dict[str, Any], config: dict[str, Any],
+                dataset: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -61,6 +65,7 @@ def build_state(*, step: int, model: torch.nn.Module, optimizer: torch.optim.Opt
         "optimizer": optimizer.state_dict(),
         "loader": loader,
         "config": config,
+        "dataset": dataset,
         "dataset_schema_version": SCHEMA_VERSION,
         "torch_version": str(torch.__version__),  # a str subclass the safe unpickler refuses
     }
@@ -139,3 +144,13 @@ def load_latest(run: str) -> dict[str, Any]:
     if not found:
         raise CheckpointError(f"{run}: no checkpoints to resume from (looked in {storage.join(run, CHECKPOINT_DIR)})")
     return load(found[-1][1])
+
+
+def load_path(path: str) -> tuple[dict[str, Any], str]:
+    """A checkpoint named by a ``.pt`` file or by its run folder (the newest one), and the run
+    folder it belongs to (where its config.yaml and tokenizer.json are)."""
+    if path.endswith(".pt"):
+        parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
+        head, _, name = parent.rpartition("/")
+        return load(path), (head or ".") if name == CHECKPOINT_DIR else parent
+    return load_latest(path), path

@@ -50,7 +50,8 @@ def columns_for(task: str, *, static_masking: bool, masking: MaskingConfig | Non
     elif task == "causal_lm":
         lists.append("document_starts")
     elif task == "token_classification":
-        lists.append("labels")
+        lists += ["labels", "word_start"]
+        scalars += ["example_id", "window_index"]
     elif task == "sequence_classification":
         scalars += ["segment_b_start", "label"]
     return tuple(lists), tuple(scalars)
@@ -108,6 +109,11 @@ class Collator:
             batch["document_ids"] = _document_ids(parts, valid)
         elif self.task == "token_classification":
             batch["labels"] = _gather(parts, "labels", valid, np.int64, IGNORE_INDEX)
+            # What an evaluator needs to score whole sentences and words (trainer.finetune_eval);
+            # example ids are uint64 hashes, carried bit for bit in int64.
+            batch["word_start"] = _gather(parts, "word_start", valid, bool, False)
+            batch["example_id"] = _scalar(parts, "example_id", n)
+            batch["window_index"] = _scalar(parts, "window_index", n)
         elif self.task == "sequence_classification":
             batch["labels"] = _scalar(parts, "label", n)
         if self.task in ("mlm_nsp", "sequence_classification"):

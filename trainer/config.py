@@ -1,25 +1,34 @@
 """Training configuration: frozen dataclasses in three sections, loaded from YAML like the pipeline's.
 
 ``model`` says what network to build, ``train`` how to optimise it, ``data`` what to feed it;
-``output`` is the run folder. Every field has a default and a one-line docstring (which is also
-its ``--help`` text), ``__post_init__`` collects every problem of its section, and
-``mlm_data.config_loader`` does the YAML reading, ``--set`` overrides and error reporting, so a
-bad value is reported with the file and the dotted field path like any other config error.
+``output`` is the run folder and ``init`` the weights to start from. Pretraining and
+fine-tuning share it: the dataset's task decides the network (see ``ModelConfig.task``).
+Every field has a default and a one-line docstring (which is also its ``--help`` text),
+``__post_init__`` collects every problem of its section, and ``mlm_data.config_loader`` does
+the YAML reading, ``--set`` overrides and error reporting, so a bad value is reported with the
+file and the dotted field path like any other config error.
 
-Fields that only the dataset knows (``model.vocab_size``, ``model.nsp_head``) stay ``null`` in
-YAML and are filled in by ``resolve_for_dataset``; the resolved config is what a run folder and
-its checkpoints record.
+Fields that only the dataset knows (``model.vocab_size``, ``model.nsp_head``, ``model.task``,
+``model.num_labels``) stay ``null`` in YAML and are filled in by ``resolve_for_dataset``; so are
+``train.epochs`` and ``train.warmup_fraction``, turned into steps once the number of rows is
+known. The resolved config is what a run folder and its checkpoints record.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mlm_data.config import MaskingConfig
 from mlm_data.config_loader import check, from_dict, load_yaml, set_path
 from mlm_data.errors import ConfigError
+from mlm_data.schema import LABELLED_TASKS, TASKS
+
+Task = Literal["mlm_nsp", "mlm_fullsent", "mlm_docsent", "causal_lm", "token_classification",
+               "sequence_classification"]
+assert get_args(Task) == TASKS, "ModelConfig.task must list mlm_data.schema.TASKS"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,12 @@ class ModelConfig:
     """Standard deviation of the normal initialisation of weights and embeddings (BERT's 0.02)."""
     nsp_head: bool | None = None
     """Next-sentence-prediction head on a tanh pooler; null = when the dataset's task is mlm_nsp."""
+    task: Task | None = None
+    """What the network is for (MLM tasks: encoder + MLM head; causal_lm: decoder; *_classification: encoder + classifier); null = the dataset's task."""
+    num_labels: int | None = None
+    """Classifier outputs for the *_classification tasks; null = the dataset's label count."""
+    document_attention: bool = False
+    """causal_lm: attend only within the row's own document and restart positions at each document start."""
 
     def __post_init__(self) -> None:
         errors = []
@@ -59,8 +74,9 @@ class ModelConfig:
                      "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}: must be >= 1, found {getattr(self, name)}")
-        if self.vocab_size is not None and self.vocab_size < 1:
-            errors.append(f"vocab_size: must be >= 1 or null, found {self.vocab_size}")
+        for name in ("vocab_size", "num_labels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                errors.append(f"{name}: must be >= 1 or null, found {getattr(self, name)}")
         if self.num_heads >= 1 and self.hidden_size % self.num_heads:
             errors.append(f"num_heads: must divide hidden_size {self.hidden_size}, found {self.num_heads}")
         for name in ("dropout", "attention_dropout"):
@@ -81,12 +97,16 @@ class TrainConfig:
     """Micro-batches whose gradients are summed before each optimizer step."""
     max_steps: int = 1000
     """Optimizer steps to train for (a resumed run may raise it)."""
+    epochs: float | None = None
+    """Train for this many passes over the training rows instead (sets max_steps); null = use max_steps."""
     lr: float = 1e-4
     """Peak learning rate, reached at the end of warmup."""
     min_lr: float = 0.0
     """Learning rate at max_steps."""
     warmup_steps: int = 0
     """Steps of linear warmup from lr/warmup_steps to lr."""
+    warmup_fraction: float | None = None
+    """Warmup as a fraction of max_steps instead (sets warmup_steps); null = use warmup_steps."""
     schedule: Literal["linear", "cosine"] = "linear"
     """Decay from lr to min_lr after warmup."""
     weight_decay: float = 0.01
@@ -124,6 +144,13 @@ class TrainConfig:
                 errors.append(f"{name}: must be >= 0, found {getattr(self, name)}")
         if self.eval_batches is not None and self.eval_batches < 1:
             errors.append(f"eval_batches: must be >= 1 or null, found {self.eval_batches}")
+        if self.epochs is not None and not self.epochs > 0:
+            errors.append(f"epochs: must be > 0 or null, found {self.epochs}")
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
+            errors.append(f"warmup_fraction: must be in [0, 1) or null, found {self.warmup_fraction}")
+        if self.warmup_fraction is not None and self.warmup_steps:
+            errors.append(f"warmup_fraction: give it or warmup_steps, not both (found {self.warmup_fraction} and "
+                          f"{self.warmup_steps}); set warmup_steps to 0 or warmup_fraction to null")
         if self.lr <= 0:
             errors.append(f"lr: must be > 0, found {self.lr}")
         if not 0.0 <= self.min_lr <= self.lr:
@@ -143,6 +170,8 @@ class TrainConfig:
 class DataConfig:
     sources: tuple[str, ...] = ()
     """Datasets (directories or URLs) to mix, each ``path`` or ``path:weight``; --data replaces them."""
+    eval_sources: tuple[str, ...] = ()
+    """Datasets to evaluate on instead of the sources' eval_split (their eval_split, or their only split); --eval-data replaces them."""
     num_workers: int = 0
     """Loader worker processes per rank; changing it never changes the batches."""
     shuffle_window_shards: int = 4
@@ -164,11 +193,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         errors = []
-        for s in self.sources:
-            try:
-                parse_source(s)
-            except ConfigError as e:
-                errors.append(f"sources: {str(e).removeprefix('mlm-data error: ')}")
+        for name in ("sources", "eval_sources"):
+            for s in getattr(self, name):
+                try:
+                    parse_source(s)
+                except ConfigError as e:
+                    errors.append(f"{name}: {str(e).removeprefix('mlm-data error: ')}")
         if self.num_workers < 0:
             errors.append(f"num_workers: must be >= 0, found {self.num_workers}")
         for name in ("shuffle_window_shards", "pad_to_multiple_of", "prefetch_shards", "max_cache_bytes"):
@@ -181,6 +211,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    """A training run's configuration: ``mlm-train pretrain`` and ``mlm-train finetune`` alike."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     """The network."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -189,6 +221,18 @@ class PretrainConfig:
     """Datasets and how the loader reads them."""
     output: str | None = None
     """Run folder or URL (config, metrics.jsonl, checkpoints, plot); --output replaces it."""
+    init: str | None = None
+    """Start from these weights: a run folder, a checkpoint file or a Hugging Face BERT directory; null = random."""
+
+
+#: Fine-tuning defaults, under any --config: a few epochs at a small learning rate with 10%
+#: warmup (BERT's GLUE recipe), evaluation and a checkpoint only at the end, the whole
+#: evaluation split (entity F1 needs whole sentences). ``configs/train/finetune-*.yaml`` are
+#: the full, commented recipes.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "train": {"epochs": 3.0, "lr": 5e-5, "warmup_fraction": 0.1, "batch_size": 16, "eval_every": 0,
+              "eval_batches": None, "save_every": 0, "keep_last": 1, "log_every": 20},
+}
 
 
 def parse_source(text: str) -> tuple[str, float]:
@@ -239,10 +283,16 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def resolve_for_dataset(cfg: PretrainConfig, *, vocab_size: int, task: str, max_seq_length: int,
-                        source: str) -> PretrainConfig:
+                        source: str, num_labels: int | None = None) -> PretrainConfig:
     """Fill the fields only the dataset knows and check the model can read its rows."""
     m = cfg.model
     errors = []
+    if m.task is not None and m.task != task:
+        errors.append(f"model.task: {m.task!r}, but the dataset's task is {task!r}")
+    if task in LABELLED_TASKS and not num_labels:
+        errors.append(f"the dataset has task {task!r} but no labels in its manifest")
+    elif m.num_labels is not None and num_labels is not None and m.num_labels != num_labels:
+        errors.append(f"model.num_labels: {m.num_labels}, but the dataset has {num_labels} labels")
     if m.vocab_size is not None and m.vocab_size < vocab_size:
         errors.append(f"model.vocab_size: {m.vocab_size} is smaller than the dataset vocabulary ({vocab_size})")
     if m.max_position_embeddings < max_seq_length:
@@ -250,22 +300,43 @@ def resolve_for_dataset(cfg: PretrainConfig, *, vocab_size: int, task: str, max_
                       f"dataset max_seq_length ({max_seq_length})")
     if m.nsp_head and task != "mlm_nsp":
         errors.append(f"model.nsp_head: the dataset task {task!r} has no next-sentence labels")
+    if m.document_attention and task != "causal_lm":
+        errors.append(f"model.document_attention: only for causal_lm datasets, this one is {task!r}")
     if errors:
         raise ConfigError(f"{source}: the config does not fit the dataset:\n" + "\n".join(f"  - {e}" for e in errors))
-    model = replace(m, vocab_size=m.vocab_size or vocab_size,
+    model = replace(m, vocab_size=m.vocab_size or vocab_size, task=task,
+                    num_labels=num_labels if task in LABELLED_TASKS else None,
                     nsp_head=(task == "mlm_nsp") if m.nsp_head is None else m.nsp_head)
     return replace(cfg, model=model)
+
+
+def resolve_steps(cfg: PretrainConfig, *, steps_per_epoch: int) -> PretrainConfig:
+    """Turn ``train.epochs`` and ``train.warmup_fraction`` into steps, once the loader knows
+    how many batches an epoch holds; the result names steps only, so a resumed run reads the
+    same numbers back (and a new ``--epochs`` on resume only moves max_steps).
+
+    >>> t = resolve_steps(PretrainConfig(train=TrainConfig(epochs=2.5, warmup_fraction=0.1, grad_accum=2)),
+    ...                   steps_per_epoch=95).train
+    >>> (t.max_steps, t.warmup_steps, t.epochs, t.warmup_fraction)
+    (119, 12, None, None)
+    """
+    t = cfg.train
+    max_steps = t.max_steps if t.epochs is None else max(1, math.ceil(t.epochs * steps_per_epoch / t.grad_accum))
+    warmup = t.warmup_steps if t.warmup_fraction is None else round(t.warmup_fraction * max_steps)
+    return replace(cfg, train=replace(t, max_steps=max_steps, warmup_steps=warmup, epochs=None,
+                                      warmup_fraction=None))
 
 
 #: Fields a resumed run may change: logging, evaluation and checkpoint cadence, loader
 #: resources, and the length of the run (a longer run stretches the rest of a decaying
 #: learning-rate schedule; everything else a step computes stays as it was).
 #: ``data.sources`` may name the same datasets at another place: the loader checks that the
-#: shards, tokenizer and weights are the ones its saved state was made from.
+#: shards, tokenizer and weights are the ones its saved state was made from. ``init`` was
+#: read once, at step 0; ``data.eval_sources`` changes what is measured, not what is trained.
 RESUMABLE_CHANGES = frozenset({
     "train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
-    "train.save_every", "train.keep_last", "train.compile", "data.sources", "data.num_workers",
-    "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "output",
+    "train.save_every", "train.keep_last", "train.compile", "data.sources", "data.eval_sources",
+    "data.num_workers", "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "output", "init",
 })
 
 

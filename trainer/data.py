@@ -75,7 +75,9 @@ class ShardLoader:
     Batches are dicts of tensors named as HF ``transformers`` models expect (``input_ids``,
     ``attention_mask``, ``token_type_ids``, ``labels``, ``next_sentence_label`` ...), plus
     ``sample_mask`` (False on padding rows of an epoch's last step) and ``row_id`` (the global
-    row index, for debugging and accounting). ``iter(loader)`` continues from the current
+    row index, for debugging and accounting). Token-classification batches also carry
+    ``word_start``, ``example_id`` and ``window_index``, so an evaluator can score whole
+    sentences of words (``trainer.finetune_eval``). ``iter(loader)`` continues from the current
     state; ``state_dict()`` after ``k`` delivered batches resumes at batch ``k + 1``.
 
     Several sources are mixed by weight into one endless stream (each cycling through its own

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -61,3 +62,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every rank's ``arrays`` concatenated in rank order (evaluations that need all the
+    predictions at once, such as entity F1 over whole sentences)."""
+    if not dist.is_initialized():
+        return arrays
+    everyone: list[dict[str, np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, arrays)
+    return {k: np.concatenate([theirs[k] for theirs in everyone if theirs is not None]) for k in arrays}

@@ -1,4 +1,5 @@
-"""Held-out evaluation: MLM loss, accuracy and perplexity, NSP accuracy, and the unigram baseline.
+"""Held-out evaluation of language models: MLM loss, accuracy and perplexity, NSP accuracy,
+next-token loss and accuracy for causal LMs, and the unigram baseline of both.
 
 The baseline answers "is the model learning anything beyond token frequencies?": the accuracy
 of always predicting the single most frequent token among the evaluated masked labels. A model
@@ -20,7 +21,7 @@ from mlm_data.schema import IGNORE_INDEX
 from trainer import distributed
 from trainer.model import BertForPreTraining
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label", "document_ids")
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -80,3 +81,32 @@ def evaluate(model: BertForPreTraining, batches: Iterable[Mapping[str, torch.Ten
         result["nsp_accuracy"] = nsp_correct / nsp_count
         result["loss"] = mlm_loss + result["nsp_loss"]
     return result
+
+
+@torch.no_grad()
+def evaluate_lm(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], *,
+                device: torch.device, amp_dtype: torch.dtype | None = None,
+                max_batches: int | None = None) -> dict[str, float]:
+    """Next-token ``loss``, ``perplexity``, ``accuracy``, ``unigram_accuracy`` (always guessing
+    the most frequent target) and ``predictions`` (targets scored) of a causal LM."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss_sum, correct, count
+    label_counts = torch.zeros(model.config.vocab_size, dtype=torch.int64, device=device)
+    try:
+        for batch in itertools.islice(batches, max_batches):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(**model_inputs(batch, device))
+            n = out.labels.numel()
+            sums += torch.stack([out.loss.double() * n, (out.logits.argmax(-1) == out.labels).sum().double(),
+                                 sums.new_tensor(n)])
+            label_counts += torch.bincount(out.labels, minlength=label_counts.numel())
+    finally:
+        model.train(was_training)
+    distributed.all_reduce_sum(sums)
+    distributed.all_reduce_sum(label_counts)
+    loss_sum, correct, count = sums.tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "perplexity": math.exp(min(loss_sum / count, 700.0)),
+            "accuracy": correct / count, "unigram_accuracy": int(label_counts.max()) / count,
+            "predictions": int(sums[2])}

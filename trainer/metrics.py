@@ -88,8 +88,9 @@ class Progress:
         pct = 100.0 * step / self.total
         eta = elapsed / max(steps_done, 1) * (self.total - step)
         parts = [f"step {step}/{self.total} {pct:3.0f}%", f"loss {record['loss']:.4f}"]
-        if "mlm_accuracy" in record:
-            parts.append(f"mlm acc {record['mlm_accuracy']:.3f}")
+        for key, name in (("mlm_accuracy", "mlm acc"), ("token_accuracy", "token acc"), ("accuracy", "acc")):
+            if key in record:
+                parts.append(f"{name} {record[key]:.3f}")
         parts += [f"lr {record['lr']:.2e}", f"{record['tokens_per_s'] / 1000:.1f}k tok/s",
                   f"{format_duration(elapsed)}<{format_duration(eta)}"]
         line = " | ".join(parts)

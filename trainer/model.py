@@ -11,11 +11,13 @@ Two choices matter for speed and are easy to miss:
   head over every token would;
 * attention is ``F.scaled_dot_product_attention``, which picks a fused kernel when it can.
 
-``Block`` and ``SelfAttention`` take ``is_causal`` so a decoder can reuse them later.
+``Block`` and ``SelfAttention`` take ``is_causal``, so the decoder (``trainer.decoder``) is
+built from the same parts; the fine-tuning heads are in ``trainer.classifiers``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -42,8 +44,49 @@ class ModelOutput(NamedTuple):
     """``(B, 2)``: is-next (0) / random-next (1) scores, when the model has an NSP head."""
 
 
+class Prediction(NamedTuple):
+    """What the decoder and the classifiers return: one loss, and logits row-aligned with targets."""
+
+    loss: torch.Tensor | None
+    """Mean cross-entropy over the scored targets; None without labels."""
+    logits: torch.Tensor
+    """With labels: ``(N, K)``, one row per scored target (row-major order of the positions or
+    rows whose label is not -100). Without: every position or row."""
+    labels: torch.Tensor | None
+    """``(N,)`` the targets of ``logits``' rows, when labels were given."""
+
+
+def init_weights(module: nn.Module, *, std: float) -> None:
+    """BERT's initialisation, for ``model.apply``: normal(0, std) weights and embeddings,
+    zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over ``count`` targets divided by at-least-one: a batch without
+    targets (all padding rows) keeps a finite loss and a connected graph, so DDP still sees a
+    gradient for every parameter."""
+    return F.cross_entropy(logits.float(), labels, reduction="sum") / count.clamp(min=1)
+
+
 def _activation(name: str) -> nn.Module:
     return nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+def num_parameters(model: nn.Module, embeddings: nn.Module | None = None) -> int:
+    """Distinct parameters of ``model`` (tied ones count once), less the tables of ``embeddings``."""
+    n = sum(p.numel() for p in model.parameters())
+    if embeddings is not None:
+        n -= sum(p.numel() for p in embeddings.parameters() if p.dim() == 2)
+    return n
 
 
 class Embeddings(nn.Module):
@@ -166,6 +209,9 @@ class MLMHead(nn.Module):
 class BertForPreTraining(nn.Module):
     """The encoder with its pretraining heads: MLM always, NSP when ``cfg.nsp_head``."""
 
+    body = "encoder"
+    """The submodule every warm start must fill (``trainer.warm_start``); the rest are heads."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -176,27 +222,12 @@ class BertForPreTraining(nn.Module):
             self.nsp = nn.Linear(cfg.hidden_size, 2)
         else:
             self.pooler = self.nsp = None
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(partial(init_weights, std=cfg.initializer_range))
 
     def num_parameters(self, *, non_embedding: bool = False) -> int:
         """Distinct parameters (the tied decoder weight counts once); ``non_embedding`` leaves
         out the three embedding tables, the usual count for FLOP estimates."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= sum(p.numel() for p in self.encoder.embeddings.parameters() if p.dim() == 2)
-        return n
+        return num_parameters(self, self.encoder.embeddings if non_embedding else None)
 
     def forward(
         self,
@@ -223,8 +254,6 @@ class BertForPreTraining(nn.Module):
         selected = labels != IGNORE_INDEX  # (B, T)
         mlm_labels = labels[selected]  # (N,)
         logits = self.mlm_head(h[selected])  # (N, V)
-        # A sum over at-least-one keeps a batch without targets (all padding rows) finite and
-        # its graph connected, so DDP still sees a gradient for every parameter.
-        mlm_loss = F.cross_entropy(logits.float(), mlm_labels, reduction="sum") / selected.sum().clamp(min=1)
+        mlm_loss = masked_cross_entropy(logits, mlm_labels, selected.sum())
         loss = mlm_loss if nsp_loss is None else mlm_loss + nsp_loss
         return ModelOutput(loss, mlm_loss, nsp_loss, logits, mlm_labels, nsp_logits)

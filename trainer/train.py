@@ -1,8 +1,12 @@
-"""The pretraining loop: one function to read top to bottom, in the spirit of nanoGPT's train.py.
+"""The training loop: one function to read top to bottom, in the spirit of nanoGPT's train.py.
 
-``pretrain(cfg)`` opens the datasets, builds the model and optimizer (or restores them from the
-run's newest checkpoint), then repeats ``train_step`` until ``max_steps``, logging, evaluating
-and checkpointing on the way. The same code runs alone or as one of several torchrun ranks.
+``pretrain(cfg)`` and ``finetune(cfg)`` open the datasets, build the network the dataset's task
+calls for (``trainer.architectures``: an MLM encoder, a causal decoder or a classifier) from
+random weights, from ``cfg.init`` (``trainer.warm_start``) or from the run's newest checkpoint,
+then repeat ``train_step`` until ``max_steps``, logging, evaluating and checkpointing on the
+way. The two commands differ only in the tasks they accept and in what they leave behind: a
+fine-tuning run also writes its final evaluation to ``RUN/eval.json``. The same code runs alone
+or as one of several torchrun ranks.
 
 Exact resume: everything a step computes is a function of the checkpoint and the step number.
 The batches come from the loader's saved state, the learning rate from ``lr_at(step)``, and
@@ -13,12 +17,13 @@ run's losses bit for bit on the CPU in fp32, whatever ``num_workers`` either use
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -26,24 +31,34 @@ from torch.nn.parallel import DistributedDataParallel
 from mlm_data import storage
 from mlm_data.config_loader import to_dict
 from mlm_data.errors import ConfigError, MlmDataError
-from mlm_data.manifest import Manifest
-from mlm_data.schema import MLM_TASKS
+from mlm_data.manifest import TOKENIZER_NAME
+from mlm_data.schema import LABELLED_TASKS, MLM_TASKS
 from mlm_data.seeding import derive_key
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, warm_start
+from trainer.architectures import build_model
 from trainer.config import (
     PretrainConfig,
     TrainConfig,
     check_resume_compatible,
     parse_source,
     resolve_for_dataset,
+    resolve_steps,
 )
 from trainer.data import DataSource, ShardLoader
-from trainer.evaluate import evaluate, model_inputs
-from trainer.metrics import MetricsLog, Progress, format_duration
-from trainer.model import BertForPreTraining
+from trainer.evaluate import evaluate, evaluate_lm, model_inputs
+from trainer.finetune_eval import evaluate_labels
+from trainer.metrics import MetricsLog, Progress
+from trainer.model import ModelOutput
 from trainer.optim import build_optimizer, lr_at
+from trainer.reporting import StepStats, describe_evaluation, finish, train_record
+from trainer.run_data import make_eval_loader, make_loader, restore_loader
 
 CONFIG_NAME = "config.yaml"
+EVAL_NAME = "eval.json"
+#: Evaluation keys too bulky for metrics.jsonl; eval.json keeps them.
+_DETAIL = ("per_type", "per_label")
+#: The dataset tasks each command trains.
+COMMAND_TASKS = {"pretrain": (*MLM_TASKS, "causal_lm"), "finetune": LABELLED_TASKS}
 
 
 @dataclass(frozen=True)
@@ -51,14 +66,14 @@ class RunResult:
     run: str
     step: int
     """Optimizer steps completed."""
-    model: BertForPreTraining
+    model: torch.nn.Module
     """The trained model (on this rank's device)."""
     first: dict[str, Any] | None
     """The first train record this invocation logged."""
     last: dict[str, Any] | None
     """The last train record this invocation logged."""
     evaluation: dict[str, Any] | None
-    """The last evaluation's metrics.jsonl record (None without an eval split)."""
+    """The last evaluation's record (None without held-out data)."""
 
 
 def dropout_seed(seed: int, step: int, micro: int, rank: int) -> int:
@@ -77,13 +92,17 @@ class TrainingDiverged(MlmDataError):
     """The loss became NaN or infinite: the run cannot usefully go on."""
 
 
-class StepStats(NamedTuple):
-    sums: torch.Tensor
-    """``(loss, mlm_loss, nsp_loss, mlm_correct, mlm_count)`` summed over micro-batches, on the device."""
-    tokens: int
-    """Non-padding tokens in this step's micro-batches (on this rank)."""
-    grad_norm: torch.Tensor | None
-    lr: float
+def step_figures(out: Any) -> torch.Tensor:
+    """``(loss, mlm_loss, nsp_loss, correct, count)`` of one micro-batch, whatever the model:
+    the MLM parts are zero for the others, and ``correct`` counts argmax hits on the targets."""
+    if isinstance(out, ModelOutput):
+        nsp = out.nsp_loss if out.nsp_loss is not None else out.loss.new_zeros(())
+        mlm, targets = out.mlm_loss, out.mlm_labels
+    else:
+        mlm = nsp = out.loss.new_zeros(())
+        targets = out.labels
+    correct = (out.logits.argmax(-1) == targets).sum()
+    return torch.stack([out.loss, mlm, nsp, correct.float(), out.loss.new_tensor(targets.numel())])
 
 
 def train_step(model: torch.nn.Module, batches: Iterator[Mapping[str, torch.Tensor]],
@@ -107,10 +126,7 @@ def train_step(model: torch.nn.Module, batches: Iterator[Mapping[str, torch.Tens
                 out = model(**inputs)
             (out.loss / cfg.grad_accum).backward()
         with torch.no_grad():
-            nsp = out.nsp_loss if out.nsp_loss is not None else out.loss.new_zeros(())
-            correct = (out.logits.argmax(-1) == out.mlm_labels).sum()
-            count = sums.new_tensor(out.mlm_labels.numel())
-            sums += torch.stack([out.loss, out.mlm_loss, nsp, correct.float(), count])
+            sums += step_figures(out)
     grad_norm = None
     if cfg.clip_grad_norm is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
@@ -120,21 +136,33 @@ def train_step(model: torch.nn.Module, batches: Iterator[Mapping[str, torch.Tens
 
 
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False) -> RunResult:
-    """Train the run in ``cfg.output``; ``resume`` continues it from its newest checkpoint,
-    ``overwrite`` starts it afresh even if the folder holds an earlier run's checkpoints."""
+    """Train the run in ``cfg.output`` with MLM (+NSP) or next-token loss, as the dataset's task
+    says; with ``cfg.init``, continue from those weights (domain adaptation). ``resume``
+    continues the run from its newest checkpoint, ``overwrite`` starts it afresh even if the
+    folder holds an earlier run's checkpoints."""
+    return _train(cfg, "pretrain", resume=resume, overwrite=overwrite)
+
+
+def finetune(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False) -> RunResult:
+    """Fine-tune on a token- or sequence-classification dataset, from ``cfg.init`` (an encoder
+    of ours or a HF BERT) or from scratch; the final evaluation also goes to ``RUN/eval.json``."""
+    return _train(cfg, "finetune", resume=resume, overwrite=overwrite)
+
+
+def _train(cfg: PretrainConfig, command: str, *, resume: bool, overwrite: bool) -> RunResult:
     ctx = distributed.setup(cfg.train.device)
     with ExitStack() as cleanup:
         cleanup.callback(distributed.teardown)
-        return _pretrain(cfg, ctx, resume=resume, overwrite=overwrite, cleanup=cleanup)
+        return _run(cfg, ctx, command=command, resume=resume, overwrite=overwrite, cleanup=cleanup)
 
 
-def _pretrain(cfg: PretrainConfig, ctx: distributed.Context, *, resume: bool, overwrite: bool,
-              cleanup: ExitStack) -> RunResult:
+def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume: bool, overwrite: bool,
+         cleanup: ExitStack) -> RunResult:
     if not cfg.output:
         raise ConfigError("output: no run folder given; pass --output RUN")
     if not cfg.data.sources:
         raise ConfigError("data.sources: nothing to train on; pass --data DATASET")
-    run, t = cfg.output, cfg.train
+    run, source = cfg.output, cfg.data.sources[0]
     saved = checkpoint.load_latest(run) if resume else None
     if saved is None and checkpoint.list_checkpoints(run):
         if not overwrite:
@@ -143,36 +171,53 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context, *, resume: bool, ov
         if ctx.is_main:
             for _, url in checkpoint.list_checkpoints(run):
                 storage.remove(url)
-    progress = Progress(t.max_steps, enabled=ctx.is_main)
 
-    # ---- data, and the config fields only the data knows
+    # ---- data, and the config fields only the data (and the init) know
     sources = [DataSource(*parse_source(s)) for s in cfg.data.sources]
-    loader = _make_loader(cfg, ctx, sources, split="train")
+    loader = make_loader(cfg, ctx, sources, split="train")
     cleanup.callback(loader.close)
-    if loader.task not in MLM_TASKS:
-        raise ConfigError(f"{cfg.data.sources[0]}: task {loader.task!r} is not a pretraining task for "
-                          f"`mlm-train pretrain` (supported: {', '.join(MLM_TASKS)})")
-    cfg = resolve_for_dataset(cfg, vocab_size=loader.vocab_size, task=loader.task,
-                              max_seq_length=loader.max_seq_length, source=cfg.data.sources[0])
+    task, manifest = loader.task, loader.manifest
+    if task not in COMMAND_TASKS[command]:
+        other = next(c for c, tasks in COMMAND_TASKS.items() if task in tasks)
+        raise ConfigError(f"{source}: task {task!r} is not for `mlm-train {command}` (it trains "
+                          f"{', '.join(COMMAND_TASKS[command])}); use `mlm-train {other}`")
+    init = warm_start.open_init(cfg.init) if cfg.init and saved is None else None
+    if init is not None:
+        cfg = replace(cfg, model=warm_start.adopt_architecture(cfg.model, init))
+        warm_start.check_tokenizer(init, manifest, source=source)
+    cfg = resolve_for_dataset(cfg, vocab_size=loader.vocab_size, task=task, max_seq_length=loader.max_seq_length,
+                              num_labels=len(loader.labels) if loader.labels else None, source=source)
+    cfg = resolve_steps(cfg, steps_per_epoch=loader.steps_per_epoch)
+    t = cfg.train
     if saved is not None:
         check_resume_compatible(saved["config"], to_dict(cfg), source=run)
-    eval_loader = _make_eval_loader(cfg, ctx, sources, progress)
+    progress = Progress(t.max_steps, enabled=ctx.is_main)
+    eval_loader, eval_desc = make_eval_loader(cfg, ctx, sources, manifest, progress)
     if eval_loader is not None:
         cleanup.callback(eval_loader.close)
+    elif command == "finetune":
+        raise ConfigError(f"{source}: no {cfg.data.eval_split!r} split to evaluate on; pass --eval-data DATASET "
+                          "or preprocess with --set output.validation_fraction=0.1")
 
-    # ---- model and optimizer, fresh or restored
+    # ---- model and optimizer: fresh, warm-started or restored
     torch.manual_seed(t.seed)
-    model = BertForPreTraining(cfg.model).to(ctx.device)
+    model = build_model(cfg.model)
+    if init is not None:
+        progress.message(warm_start.load_into(model, init))
+    model = model.to(ctx.device)
     optimizer = build_optimizer(model, t, device=ctx.device)
     step = 0
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        _restore_loader(loader, saved["loader"], ctx, source=run)
+        restore_loader(loader, saved["loader"], ctx, source=run)
         step = saved["step"]
     metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
+    dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
     if ctx.is_main:
         storage.write_bytes(storage.join(run, CONFIG_NAME), _to_yaml(to_dict(cfg)))
+        # The run folder is self-contained: generate and export read the tokenizer from here.
+        storage.write_bytes(storage.join(run, TOKENIZER_NAME), storage.read_bytes(manifest.tokenizer_url()))
     amp_dtype = amp_dtype_for(t.precision, ctx.device)
     net: torch.nn.Module = torch.compile(model) if t.compile else model
     if ctx.world_size > 1:
@@ -181,13 +226,15 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context, *, resume: bool, ov
     progress.message(f"{'resuming at step ' + str(step) if step else 'training'} {run}: "
                      f"{model.num_parameters() / 1e6:.2f}M parameters, {ctx.world_size} rank(s) on "
                      f"{ctx.device.type}, {'bf16' if amp_dtype else 'fp32'}, global batch {global_batch}, "
-                     f"{loader.rows_per_epoch:,} rows per epoch, task {loader.task}")
+                     f"{loader.rows_per_epoch:,} rows per epoch, task {task}")
 
-    def evaluate_at(at_step: int) -> dict[str, Any]:
-        ev = evaluate(model, eval_loader.one_epoch(), device=ctx.device, amp_dtype=amp_dtype,
-                      max_batches=t.eval_batches)
+    def evaluate_at(at_step: int, *, final: bool = False) -> dict[str, Any]:
+        # Entity F1 needs whole sentences: a fine-tuning run's last evaluation reads the whole split.
+        limit = None if final and command == "finetune" else t.eval_batches
+        ev = _evaluate(model, eval_loader, task=task, labels=manifest.labels, device=ctx.device,
+                       amp_dtype=amp_dtype, max_batches=limit)
         record = {"step": at_step, "split": cfg.data.eval_split, **ev}
-        metrics.append(record)
+        metrics.append({k: v for k, v in record.items() if k not in _DETAIL})  # one line per record
         metrics.flush()
         progress.message(describe_evaluation(record))
         return record
@@ -206,9 +253,9 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context, *, resume: bool, ov
         tokens += stats.tokens
         done = step == t.max_steps
         if step == 1 or step % t.log_every == 0 or done:
-            last = _train_record(step, stats, tokens, time.perf_counter() - t_last, t,
-                                 nsp=bool(cfg.model.nsp_head), world_size=ctx.world_size,
-                                 steps_per_epoch=loader.steps_per_epoch)
+            last = train_record(step, stats, tokens, time.perf_counter() - t_last, t, task=task,
+                                nsp=bool(cfg.model.nsp_head), world_size=ctx.world_size,
+                                steps_per_epoch=loader.steps_per_epoch)
             first = first or last
             metrics.append(last)
             progress.update(step, last, elapsed=time.perf_counter() - started, steps_done=step - start_step)
@@ -219,112 +266,38 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context, *, resume: bool, ov
                                        "again or --resume from the last checkpoint")
             tokens, t_last = 0, time.perf_counter()
         if eval_loader is not None and (done or (t.eval_every and step % t.eval_every == 0)):
-            evaluation = evaluate_at(step)
+            evaluation = evaluate_at(step, final=done)
             first_eval = first_eval or evaluation
             tokens, t_last = 0, time.perf_counter()
         if done or (t.save_every and step % t.save_every == 0):
             if ctx.is_main:
                 state = checkpoint.build_state(step=step, model=model, optimizer=optimizer,
-                                               loader=loader.state_dict(), config=to_dict(cfg))
+                                               loader=loader.state_dict(), config=to_dict(cfg), dataset=dataset)
                 checkpoint.save(run, state, keep_last=t.keep_last)
             metrics.flush()
             tokens, t_last = 0, time.perf_counter()
 
     if ctx.is_main:
-        _finish(run, step, start_step, time.perf_counter() - started, (first, last), (first_eval, evaluation),
-                progress)
+        wrote = []
+        if command == "finetune" and evaluation is not None and step > start_step:
+            url = storage.join(run, EVAL_NAME)
+            summary = {"task": task, "data": eval_desc, **evaluation}
+            storage.write_bytes(url, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+            wrote.append(url)
+        finish(run, step, start_step, time.perf_counter() - started, (first, last), (first_eval, evaluation),
+               progress, wrote=tuple(wrote))
     return RunResult(run=run, step=step, model=model, first=first, last=last, evaluation=evaluation)
 
 
-def _train_record(step: int, stats: StepStats, tokens: int, seconds: float, t: TrainConfig, *,
-                  nsp: bool, world_size: int, steps_per_epoch: int) -> dict[str, Any]:
-    """The metrics.jsonl record of a logged step, averaged over micro-batches and ranks."""
-    sums = distributed.all_reduce_sum(torch.cat([stats.sums, stats.sums.new_tensor([tokens])])).tolist()
-    loss, mlm_loss, nsp_loss, correct, count, all_tokens = sums
-    n = t.grad_accum * world_size
-    record = {"step": step, "split": "train", "loss": loss / n, "mlm_loss": mlm_loss / n}
-    if nsp:
-        record["nsp_loss"] = nsp_loss / n
-    record["mlm_accuracy"] = correct / max(count, 1.0)
-    record["lr"] = stats.lr
-    if stats.grad_norm is not None:
-        record["grad_norm"] = float(stats.grad_norm)
-    record["tokens_per_s"] = all_tokens / max(seconds, 1e-9)
-    record["epoch"] = round(step * t.grad_accum / max(steps_per_epoch, 1), 4)
-    return record
-
-
-def describe_evaluation(ev: Mapping[str, Any]) -> str:
-    text = (f"eval {ev['split']} @ step {ev['step']}: mlm_loss {ev['mlm_loss']:.4f} "
-            f"(perplexity {ev['perplexity']:.1f}), MLM accuracy {ev['mlm_accuracy']:.2%} vs "
-            f"{ev['unigram_accuracy']:.2%} unigram baseline")
-    if "nsp_accuracy" in ev:
-        text += f", NSP accuracy {ev['nsp_accuracy']:.2%}"
-    return text + f" [{ev['predictions']:,} masked tokens]"
-
-
-Records = tuple[dict[str, Any] | None, dict[str, Any] | None]
-
-
-def _finish(run: str, step: int, start_step: int, seconds: float, train: Records, evals: Records,
-            progress: Progress) -> None:
-    """The closing summary: where the losses started and ended, then the plot."""
-    (first, last), (first_eval, last_eval) = train, evals
-    if first is None or last is None:
-        progress.message(f"{run} is already at step {step} (train.max_steps); raise --max-steps to train further")
-        return
-    progress.message(f"done: steps {start_step}→{step} in {format_duration(seconds)}")
-    progress.message(f"  train mlm_loss {first['mlm_loss']:.4f} (step {first['step']}) → "
-                     f"{last['mlm_loss']:.4f} (step {last['step']})")
-    if first_eval is not None and last_eval is not None:
-        a, b = first_eval, last_eval
-        progress.message(f"  {b['split']} mlm_loss {a['mlm_loss']:.4f} (step {a['step']}) → {b['mlm_loss']:.4f} "
-                         f"(step {b['step']}); MLM accuracy {b['mlm_accuracy']:.2%} vs "
-                         f"{b['unigram_accuracy']:.2%} unigram baseline")
-    from trainer.plot import plot_run
-
-    try:
-        progress.message(f"wrote {plot_run(run)}")
-    except ConfigError as e:
-        progress.message(f"no plot: {str(e).removeprefix('mlm-data error: ')}")
-
-
-def _make_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: list[DataSource], *,
-                 split: str, shuffle: bool = True, num_workers: int | None = None) -> ShardLoader:
-    d = cfg.data
-    return ShardLoader(
-        sources, split=split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-        rank=ctx.rank, world_size=ctx.world_size,
-        num_workers=d.num_workers if num_workers is None else num_workers,
-        masking=d.masking, shuffle=shuffle, shuffle_window_shards=d.shuffle_window_shards,
-        length_bucketing=d.length_bucketing and shuffle, pad_to_multiple_of=d.pad_to_multiple_of,
-        cache_dir=d.cache_dir, prefetch_shards=d.prefetch_shards, max_cache_bytes=d.max_cache_bytes,
-        pin_memory=ctx.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
-    )
-
-
-def _make_eval_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: list[DataSource],
-                      progress: Progress) -> ShardLoader | None:
-    """A loader over the eval split of the sources that have one; says once if some do not."""
-    split = cfg.data.eval_split
-    having = [s for s in sources if split in Manifest.load(s.path).splits]
-    missing = [s.path for s in sources if s not in having]
-    if missing:
-        progress.message(f"note: no {split!r} split in {', '.join(missing)}; "
-                    + ("evaluating on the other sources" if having else "training without evaluation"))
-    if not having:
-        return None
-    # In-process reading: an evaluation is short, worker start-up would dominate it.
-    return _make_loader(cfg, ctx, having, split=split, shuffle=False, num_workers=0)
-
-
-def _restore_loader(loader: ShardLoader, state: dict[str, Any], ctx: distributed.Context, *, source: str) -> None:
-    # The loader's position is global (the same on every rank), but which rows a rank reads
-    # depends on the number of ranks: another number would silently change the batches.
-    if state.get("world_size") != ctx.world_size:
-        raise ConfigError(f"{source}: the checkpoint was written by {state.get('world_size')} rank(s); resume "
-                          f"it with the same number of processes (this run has {ctx.world_size})")
-    loader.load_state_dict(state)
+def _evaluate(model: torch.nn.Module, loader: ShardLoader, *, task: str, labels: list[str] | None,
+              device: torch.device, amp_dtype: torch.dtype | None, max_batches: int | None) -> dict[str, Any]:
+    batches = loader.one_epoch()
+    if task in MLM_TASKS:
+        return evaluate(model, batches, device=device, amp_dtype=amp_dtype, max_batches=max_batches)  # type: ignore[arg-type]
+    if task == "causal_lm":
+        return evaluate_lm(model, batches, device=device, amp_dtype=amp_dtype, max_batches=max_batches)
+    return evaluate_labels(model, batches, task=task, labels=labels or [], device=device, amp_dtype=amp_dtype,
+                           max_batches=max_batches)
 
 
 def _to_yaml(data: dict[str, Any]) -> bytes:
