@@ -22,9 +22,7 @@ import numpy as np
 
 from mlm_data import seeding
 from mlm_data.config import MaskingConfig
-
-IGNORE_INDEX = -100
-"""Label of positions that are not predicted (what ``torch.nn.CrossEntropyLoss`` ignores)."""
+from mlm_data.schema import IGNORE_INDEX
 
 # Stream ids: each kind of draw has its own first counter, so no two draws share bits.
 # Span rounds add the round number (fewer than 256).

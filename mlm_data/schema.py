@@ -33,6 +33,7 @@ from mlm_data.errors import DatasetError
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 IGNORE_INDEX = -100
+"""Label of positions that are not predicted (what ``torch.nn.CrossEntropyLoss`` ignores)."""
 
 TASKS = (
     "mlm_nsp",

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
-from mlm_data.errors import MlmDataError, find_user_message
+from mlm_data.cli_support import configure_logging, echo, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,16 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("apache_beam", "absl", "urllib3", "botocore", "aiobotocore", "fsspec", "s3fs", "gcsfs", "google"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _echo(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
     from mlm_data.config import load_preprocess_config
     from pipelines.preprocess import run
@@ -80,7 +69,7 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.labels_from:
         extra["labels.from_dataset"] = args.labels_from
     cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
-    manifest = run(cfg, beam_args=beam_args, echo=_echo)
+    manifest = run(cfg, beam_args=beam_args, echo=echo)
     from mlm_data.inspection import render, summarize
 
     print(render(summarize(manifest)))
@@ -111,7 +100,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from mlm_data.manifest import Manifest
 
     manifest = Manifest.load(args.dataset)
-    report = verify(manifest, progress=None if args.quiet else _echo)
+    report = verify(manifest, progress=None if args.quiet else echo)
     for problem in report.problems:
         print(f"FAIL {problem}")
     if report.ok:
@@ -133,7 +122,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     if args.cased:
         extra["tokenizer.lowercase"] = False
     cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
-    text, info = resolve_tokenizer(cfg, list_input_files(cfg.input.paths), echo=_echo)
+    text, info = resolve_tokenizer(cfg, list_input_files(cfg.input.paths), echo=echo)
     storage.write_bytes(args.output, text.encode("utf-8"))
     print(f"wrote {args.output}: {info.vocab_size} entries, sha256 {info.sha256[:12]}…")
     return 0
@@ -145,27 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "preprocess":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    _configure_logging()
-    try:
-        if args.command == "preprocess":
-            return cmd_preprocess(args, unknown)
-        if args.command == "inspect":
-            return cmd_inspect(args)
-        if args.command == "verify":
-            return cmd_verify(args)
-        return cmd_train_tokenizer(args)
-    except MlmDataError as e:
-        _echo(str(e))
-        return 2
-    except KeyboardInterrupt:
-        _echo("interrupted")
-        return 130
-    except Exception as e:
-        message = find_user_message(e)
-        if message is None:
-            raise
-        _echo(message)
-        return 2
+    configure_logging()
+    commands = {"preprocess": lambda: cmd_preprocess(args, unknown), "inspect": lambda: cmd_inspect(args),
+                "verify": lambda: cmd_verify(args), "train-tokenizer": lambda: cmd_train_tokenizer(args)}
+    return run_command(commands[args.command])
 
 
 if __name__ == "__main__":

@@ -79,6 +79,28 @@ def test_parse_source(text, expected):
     assert parse_source(text) == expected
 
 
+def test_yaml_mixtures_are_mappings_of_path_and_weight(tmp_path):
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("data:\n  - {path: s3://bucket/wiki, weight: 0.7}\n  - {path: 'out/books:2'}\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("data:\n  sources:\n    - {path: out/a, weight: 3}\n    - out/b:0.5\n  num_workers: 2\n")
+    assert [parse_source(s) for s in load_pretrain_config(str(listed)).data.sources] == [
+        ("s3://bucket/wiki", 0.7), ("out/books:2", 1.0)]
+    cfg = load_pretrain_config(str(nested))
+    assert [parse_source(s) for s in cfg.data.sources] == [("out/a", 3.0), ("out/b", 0.5)]
+    assert cfg.data.num_workers == 2
+
+
+def test_malformed_mixture_entries_name_the_entry(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  - {path: a, wieght: 0.7}\n  - {path: b, weight: lots}\n  - {path: c, weight: 0}\n")
+    with pytest.raises(ConfigError) as e:
+        load_pretrain_config(str(path))
+    text = str(e.value)
+    assert str(path) in text and "data.sources[0]: expected {path: DATASET, weight: NUMBER}" in text
+    assert "data.sources[1].weight: expected a number, found 'lots'" in text
+
+
 def test_a_zero_weight_is_refused():
     with pytest.raises(ConfigError, match="weight must be > 0"):
         parse_source("out/a:0")

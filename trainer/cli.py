@@ -22,7 +22,6 @@ import ast
 import dataclasses
 import difflib
 import inspect
-import logging
 import sys
 import textwrap
 import typing
@@ -32,7 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
-from mlm_data.errors import ConfigError, find_user_message
+from mlm_data.cli_support import configure_logging, run_command
+from mlm_data.errors import ConfigError
 from trainer.config import PretrainConfig
 
 # ---- flags generated from the config fields
@@ -214,10 +214,6 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return p, {"pretrain": pre, "finetune": fine, "generate": gen, "export": exp, "plot": plot}
 
 
-def _echo(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from mlm_data.config_loader import load_yaml
     from mlm_data.storage import join
@@ -288,20 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u.split("=")[0], known, n=1))
                  else u for u in unknown]
         sub.error(f"unrecognized arguments: {' '.join(hints)}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("urllib3", "botocore", "aiobotocore", "fsspec", "s3fs", "gcsfs", "google", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        _echo("interrupted")
-        return 130
-    except Exception as e:
-        message = find_user_message(e)
-        if message is None:
-            raise
-        _echo(message)
-        return 2
+    configure_logging()
+    return run_command(lambda: _COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

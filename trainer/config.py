@@ -169,7 +169,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DataConfig:
     sources: tuple[str, ...] = ()
-    """Datasets (directories or URLs) to mix, each ``path`` or ``path:weight``; --data replaces them."""
+    """Datasets (directories or URLs) to mix, each ``path``, ``path:weight`` or, in YAML,
+    ``{path: ..., weight: ...}``; a list given as ``data:`` itself means these. --data replaces them."""
     eval_sources: tuple[str, ...] = ()
     """Datasets to evaluate on instead of the sources' eval_split (their eval_split, or their only split); --eval-data replaces them."""
     num_workers: int = 0
@@ -271,7 +272,39 @@ def load_pretrain_config(
         _merge(data, load_yaml(path))
     for key, value in (settings or {}).items():
         set_path(data, key, value)
-    return from_dict(PretrainConfig, data, source=path or "configuration")
+    where = path or "configuration"
+    _normalise_sources(data, source=where)
+    return from_dict(PretrainConfig, data, source=where)
+
+
+def _normalise_sources(config: dict[str, Any], *, source: str) -> None:
+    """Accept the mixture written as YAML mappings, ``data: [{path: a, weight: 0.7}, ...]`` or
+    under ``data.sources``, by turning each entry into the ``path:weight`` text of the CLI.
+    A path that itself ends in ``:<number>`` keeps it: the weight is always the last suffix."""
+    if isinstance(config.get("data"), list):
+        config["data"] = {"sources": config["data"]}
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return
+    errors = []
+    for name in ("sources", "eval_sources"):
+        entries = data.get(name)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            unknown = sorted(set(entry) - {"path", "weight"})
+            if unknown or not isinstance(entry.get("path"), str):
+                errors.append(f"data.{name}[{i}]: expected {{path: DATASET, weight: NUMBER}}, found {entry!r}")
+                continue
+            weight = entry.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                errors.append(f"data.{name}[{i}].weight: expected a number, found {weight!r}")
+                continue
+            entries[i] = f"{entry['path']}:{float(weight)!r}"
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:

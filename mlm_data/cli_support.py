@@ -1,0 +1,43 @@
+"""What both console scripts (``mlm-data`` and ``mlm-train``) do around a command: quiet logging
+and the rule that a user-facing failure is one line on stderr with exit status 2, never a
+traceback from inside a library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from mlm_data.errors import find_user_message
+
+#: Libraries whose INFO chatter (connection pools, credential lookups, runner internals) would
+#: drown the progress lines a user reads.
+_NOISY = ("apache_beam", "absl", "urllib3", "botocore", "aiobotocore", "fsspec", "s3fs", "gcsfs", "google",
+          "matplotlib")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def echo(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run ``command``; turn a project error (also one a runner or loader worker wrapped) into
+    its one-line message and exit status 2, Ctrl-C into 130. Anything else is a bug and keeps
+    its traceback."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        echo("interrupted")
+        return 130
+    except Exception as e:
+        message = find_user_message(e)
+        if message is None:
+            raise
+        echo(message)
+        return 2
