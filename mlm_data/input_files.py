@@ -155,6 +155,18 @@ def compression_of(name: str) -> str | None:
     return _COMPRESSIONS.get(_split_ext(name.lower())[1])
 
 
+def stream_compression(file: InputFile, fmt: str) -> str | None:
+    """The compression to undo while reading ``file`` as ``fmt``. Parquet is refused behind a
+    gzip or zstd layer: it needs random access and compresses its pages itself."""
+    compression = compression_of(file.name)
+    if fmt == "parquet" and compression:
+        raise InputError(
+            f"{file.url}: Parquet compresses internally and cannot be read through {compression}; "
+            "decompress the file or write it with Parquet's own compression"
+        )
+    return compression
+
+
 def _split_ext(name: str) -> tuple[str, str]:
     base, dot, ext = posixpath.basename(name).rpartition(".")
     return (base, ext) if dot and base else (name, "")

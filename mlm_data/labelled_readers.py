@@ -39,7 +39,7 @@ from mlm_data.byte_streams import (
 )
 from mlm_data.config import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.input_files import InputFile, compression_of, detect_format, format_extension
+from mlm_data.input_files import InputFile, detect_format, format_extension, stream_compression
 from mlm_data.readers import (
     PARQUET_BATCH_ROWS,
     Dropped,
@@ -104,12 +104,7 @@ def read_labelled(
             f"input.format: {fmt!r} (file {file.name!r}) is not a {task} format; use one of "
             f"{', '.join(formats)} (or 'auto' with the extensions .{', .'.join(_extensions(formats))})"
         )
-    compression = compression_of(file.name)
-    if fmt == "parquet" and compression:
-        raise InputError(
-            f"{file.url}: Parquet compresses internally and cannot be read through {compression}; "
-            "decompress the file or write it with Parquet's own compression"
-        )
+    compression = stream_compression(file, fmt)
     if fmt == "conll" and config.conll_label_column == config.conll_token_column:
         raise ConfigError(
             f"input.conll_label_column: {config.conll_label_column} is also input.conll_token_column; "

@@ -24,7 +24,7 @@ from mlm_data import accounting
 from mlm_data.byte_streams import LONG, BadFile, is_blank, text_lines
 from mlm_data.config import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.input_files import InputFile, compression_of, detect_format, list_input_files
+from mlm_data.input_files import InputFile, detect_format, list_input_files, stream_compression
 from mlm_data.retries import is_access_denied, is_transient
 
 __all__ = [
@@ -88,12 +88,7 @@ def read_documents(
             f"input.format: {fmt!r} (file {file.name!r}) is a labelled-data format, not a "
             f"text-corpus format; use one of {', '.join(TEXT_FORMATS)} or 'auto'"
         )
-    compression = compression_of(file.name)
-    if fmt == "parquet" and compression:
-        raise InputError(
-            f"{file.url}: Parquet compresses internally and cannot be read through {compression}; "
-            "decompress the file or write it with Parquet's own compression"
-        )
+    compression = stream_compression(file, fmt)
     bound = 4 * max_document_chars
 
     def items(f: IO[bytes]) -> Iterator[ReadItem]:

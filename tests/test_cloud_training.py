@@ -1,11 +1,12 @@
-"""The whole path on an object store: preprocess to s3://, verify there, train streaming from
-s3:// with checkpoints to s3://, die mid-run, and resume from the s3:// checkpoint exactly."""
+"""The whole path on an object store: preprocess to s3:// (gs://), verify there, train
+streaming from it with checkpoints to it, die mid-run, and resume from that checkpoint exactly."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 import torch
 
 import pipelines.cli
@@ -32,14 +33,16 @@ def upload(store: ObjectStore, corpus: Path, prefix: str) -> str:
     return store.url(prefix)
 
 
-def test_preprocess_verify_train_die_and_resume_on_s3(s3, small_corpus, preprocess, monkeypatch):
-    data = s3.url("datasets/bert")
-    preprocess(upload(s3, small_corpus, "corpus"), data, instances__max_seq_length=64,
+@pytest.mark.parametrize("scheme", ["s3", "gcs"])
+def test_preprocess_verify_train_die_and_resume_on_a_store(scheme, request, small_corpus, preprocess, monkeypatch):
+    store = request.getfixturevalue(scheme)
+    data = store.url("datasets/bert")
+    preprocess(upload(store, small_corpus, "corpus"), data, instances__max_seq_length=64,
                output__validation_fraction=0.1, output__num_buckets=3)
     assert pipelines.cli.main(["verify", data, "--quiet"]) == 0
 
     common = [*TINY, "--data", data, "--max-steps", "8", "--save-every", "4", "--eval-every", "4"]
-    straight, interrupted = s3.url("runs/straight"), s3.url("runs/interrupted")
+    straight, interrupted = store.url("runs/straight"), store.url("runs/interrupted")
     assert train_cli.main(["pretrain", *common, "--output", straight]) == 0
 
     real_step = train_module.train_step
@@ -49,10 +52,10 @@ def test_preprocess_verify_train_die_and_resume_on_s3(s3, small_corpus, preproce
             raise KeyboardInterrupt
         return real_step(*args, step=step, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", die_in_step_7)
-    assert train_cli.main(["pretrain", *common, "--output", interrupted]) == 130
-    monkeypatch.undo()
-    assert s3.keys("runs/interrupted/checkpoints") == ["step-00000004.pt"]
+    with monkeypatch.context() as patch:  # undoing the whole fixture would drop the store's environment too
+        patch.setattr(train_module, "train_step", die_in_step_7)
+        assert train_cli.main(["pretrain", *common, "--output", interrupted]) == 130
+    assert store.keys("runs/interrupted/checkpoints") == ["step-00000004.pt"]
     assert train_cli.main(["pretrain", "--resume", interrupted]) == 0
 
     def comparable(run: str) -> list[dict]:

@@ -25,8 +25,8 @@ def _num_labels(cfg: ModelConfig) -> int:
     return cfg.num_labels
 
 
-class BertForTokenClassification(nn.Module):
-    """Encoder, dropout, and a linear layer over every token's vector (NER, POS tagging)."""
+class _Classifier(nn.Module):
+    """The encoder, dropout and a linear ``classifier``; subclasses add what sits between."""
 
     body = "encoder"
 
@@ -36,10 +36,17 @@ class BertForTokenClassification(nn.Module):
         self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, _num_labels(cfg))
-        self.apply(partial(init_weights, std=cfg.initializer_range))
 
     def num_parameters(self, *, non_embedding: bool = False) -> int:
         return num_parameters(self, self.encoder.embeddings if non_embedding else None)
+
+
+class BertForTokenClassification(_Classifier):
+    """Encoder, dropout, and a linear layer over every token's vector (NER, POS tagging)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.apply(partial(init_weights, std=cfg.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> Prediction:
@@ -52,26 +59,17 @@ class BertForTokenClassification(nn.Module):
         return Prediction(masked_cross_entropy(logits, targets, selected.sum()), logits, targets)
 
 
-class BertForSequenceClassification(nn.Module):
+class BertForSequenceClassification(_Classifier):
     """Encoder, BERT's pooler ([CLS] vector → dense → tanh), dropout, and a linear layer.
 
     The pooler is the one an NSP-pretrained checkpoint (or a HF ``BertModel``) trained, so a
     warm start reuses it; without one it starts from random like the classifier.
     """
 
-    body = "encoder"
-
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.config = cfg
-        self.encoder = Encoder(cfg)
+        super().__init__(cfg)
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size, _num_labels(cfg))
         self.apply(partial(init_weights, std=cfg.initializer_range))
-
-    def num_parameters(self, *, non_embedding: bool = False) -> int:
-        return num_parameters(self, self.encoder.embeddings if non_embedding else None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> Prediction:
