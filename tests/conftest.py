@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real corpus, the test tokenizer, and a one-call preprocess helper."""
+"""Shared fixtures: a small real corpus, the test tokenizer, a one-call preprocess helper, and
+the small per-task datasets the loader tests read."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def preprocess() -> Callable[..., Any]:
         return run(cfg, beam_args=list(beam_args), echo=lambda _msg: None)
 
     return _run
+
+
+def _loader_dataset(name: str) -> Any:
+    @pytest.fixture(scope="session", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory, preprocess: Callable[..., Any]) -> Path:
+        from test_loader_support import dataset
+
+        return dataset(name, tmp_path_factory, preprocess)
+
+    fixture.__doc__ = f"The small {name!r} dataset of test_loader_support.DATASETS, built once per session."
+    return fixture
+
+
+nsp, fullsent, docsent, causal, static = map(_loader_dataset, ("nsp", "fullsent", "docsent", "causal", "static"))

@@ -18,28 +18,12 @@ from trainer.data import DataSource, ShardLoader
 from test_loader_support import (
     assert_same_batches,
     copy_dataset,
-    dataset,
     flip_byte,
     iter_epoch,
     read_rows,
     real_rows,
     take,
 )
-
-
-@pytest.fixture(scope="session")
-def nsp(tmp_path_factory, preprocess):
-    return dataset("nsp", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def fullsent(tmp_path_factory, preprocess):
-    return dataset("fullsent", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def docsent(tmp_path_factory, preprocess):
-    return dataset("docsent", tmp_path_factory, preprocess)
 
 
 def make(path, **kw) -> ShardLoader:

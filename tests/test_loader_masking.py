@@ -10,17 +10,7 @@ import torch
 from mlm_data.config import MaskingConfig
 from trainer.data import DataSource, ShardLoader
 
-from test_loader_support import dataset, iter_epoch, read_rows, real_rows, take
-
-
-@pytest.fixture(scope="session")
-def fullsent(tmp_path_factory, preprocess):
-    return dataset("fullsent", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def static(tmp_path_factory, preprocess):
-    return dataset("static", tmp_path_factory, preprocess)
+from test_loader_support import iter_epoch, read_rows, real_rows, take
 
 
 def make(path, **kw) -> ShardLoader:

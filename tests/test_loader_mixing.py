@@ -11,22 +11,7 @@ import pytest
 from mlm_data.errors import ConfigError
 from trainer.data import DataSource, ShardLoader
 
-from test_loader_support import assert_same_batches, copy_dataset, dataset, real_rows, take
-
-
-@pytest.fixture(scope="session")
-def fullsent(tmp_path_factory, preprocess):
-    return dataset("fullsent", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def docsent(tmp_path_factory, preprocess):
-    return dataset("docsent", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def nsp(tmp_path_factory, preprocess):
-    return dataset("nsp", tmp_path_factory, preprocess)
+from test_loader_support import assert_same_batches, copy_dataset, real_rows, take
 
 
 def mixed(a, b, wa=0.7, wb=0.3, **kw) -> ShardLoader:

@@ -9,17 +9,7 @@ import torch
 
 from trainer.data import DataSource, ShardLoader
 
-from test_loader_support import dataset, iter_epoch, labelled_dataset, read_rows, real_rows, take
-
-
-@pytest.fixture(scope="session")
-def causal(tmp_path_factory, preprocess):
-    return dataset("causal", tmp_path_factory, preprocess)
-
-
-@pytest.fixture(scope="session")
-def docsent(tmp_path_factory, preprocess):
-    return dataset("docsent", tmp_path_factory, preprocess)
+from test_loader_support import iter_epoch, labelled_dataset, read_rows, real_rows, take
 
 
 @pytest.fixture(scope="session")
