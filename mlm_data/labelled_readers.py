@@ -45,6 +45,7 @@ from mlm_data.readers import (
     Dropped,
     FileProblem,
     is_parquet_damage,
+    jsonl_records,
     longer_than,
     open_parquet,
     read_guarded,
@@ -122,7 +123,8 @@ def read_labelled(
                                     file.name, config, bound, conllu=conllu)
         elif fmt == "jsonl":
             lines = text_lines(f, compression, bound, expected="a JSONL file")
-            yield from _jsonl_items(lines, file.name, config, tagged=task == "token_classification")
+            tagged = task == "token_classification"
+            yield from jsonl_records(lines, file.name, lambda i, line: _json_record(i, line, config, tagged=tagged))
         else:
             yield from _delimited_items(f, compression, file, config, fmt, positions, bound)
 
@@ -223,21 +225,6 @@ def _conllu_skipped(line: bytes) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # JSONL
-
-
-def _jsonl_items(
-    lines: Iterator[bytes | object], name: str, config: InputConfig, *, tagged: bool
-) -> Iterator[TaggedSentence | LabelledText | Dropped]:
-    index = 0
-    for line in lines:
-        record_id = f"{name}#{index}"
-        if line is LONG:
-            yield Dropped(record_id, accounting.DOCUMENT_TOO_LONG)
-        elif not line or line.isspace():  # type: ignore[union-attr]
-            continue
-        else:
-            yield _json_record(record_id, line, config, tagged=tagged)  # type: ignore[arg-type]
-        index += 1
 
 
 def _json_record(record_id: str, line: bytes, config: InputConfig, *, tagged: bool) -> TaggedSentence | LabelledText | Dropped:

@@ -97,7 +97,7 @@ def read_documents(
             return
         lines = text_lines(f, compression, bound)
         if fmt == "jsonl":
-            yield from _jsonl_items(lines, file.name, config.text_field)
+            yield from jsonl_records(lines, file.name, lambda i, line: _json_document(i, line, config.text_field))
         elif config.document_boundary == "line":
             yield from _line_items(lines, file.name)
         else:
@@ -187,16 +187,20 @@ def _decoded(doc_id: str, raw: bytes) -> ReadItem:
         return Dropped(doc_id, accounting.INVALID_UTF8)
 
 
-def _jsonl_items(lines: Iterator[bytes | object], name: str, field: str) -> Iterator[ReadItem]:
+def jsonl_records(lines: Iterator[bytes | object], name: str,
+                  parse: Callable[[str, bytes], T]) -> Iterator[T | Dropped]:
+    """``parse(id, line)`` for each non-blank line of a JSONL file; ids are ``name#i``, counting
+    records, not blank lines. A line over the reader's bound (``LONG``) is dropped as
+    ``document_too_long`` and still takes its index, so later ids do not shift."""
     index = 0
     for line in lines:
-        doc_id = f"{name}#{index}"
+        record_id = f"{name}#{index}"
         if line is LONG:
-            yield Dropped(doc_id, accounting.DOCUMENT_TOO_LONG)
+            yield Dropped(record_id, accounting.DOCUMENT_TOO_LONG)
         elif not line or line.isspace():  # type: ignore[union-attr]
             continue
         else:
-            yield _json_document(doc_id, line, field)  # type: ignore[arg-type]
+            yield parse(record_id, line)  # type: ignore[arg-type]
         index += 1
 
 
