@@ -38,12 +38,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlm_data.config import MaskingConfig, load_preprocess_config  # noqa: E402
-from mlm_data.manifest import Manifest  # noqa: E402
+from mlm_data.config.preprocess import MaskingConfig, load_preprocess_config  # noqa: E402
+from mlm_data.dataset.manifest import Manifest  # noqa: E402
+from mlm_data.dataset.shards import decode_table, fetch_shard  # noqa: E402
 from mlm_data.masking import mask_tokens  # noqa: E402
 from mlm_data.seeding import keys_for  # noqa: E402
-from mlm_data.shards import decode_table, fetch_shard  # noqa: E402
-from trainer.data import DataSource, ShardLoader  # noqa: E402
+from trainer.loading.loader import DataSource, ShardLoader  # noqa: E402
 
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
 BERT = REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json"

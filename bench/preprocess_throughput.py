@@ -118,7 +118,7 @@ def hf_seconds(docs: list[str], tokenizer_path: Path, repeats: int) -> float | N
 
 
 def pipeline_once(corpus: Path, out: Path, tokenizer_path: Path) -> float:
-    from mlm_data.config import load_preprocess_config
+    from mlm_data.config.preprocess import load_preprocess_config
     from pipelines.preprocess import run
 
     cfg = load_preprocess_config(None, extra={
@@ -161,7 +161,7 @@ def peak_rss_mb(corpus: Path, out: Path, tokenizer_path: Path, shard_bytes: int)
         "            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
         "    except OSError:\n"
         "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "from mlm_data.config import load_preprocess_config\n"
+        "from mlm_data.config.preprocess import load_preprocess_config\n"
         "from pipelines.preprocess import run\n"
         f"cfg = load_preprocess_config(None, extra={{'input.paths': [{str(corpus)!r}], 'output.path': {str(out)!r},"
         f" 'tokenizer.path': {str(tokenizer_path)!r}, 'output.overwrite': True,"

@@ -32,7 +32,7 @@ from dataclasses import replace
 import torch
 
 from trainer.config import load_pretrain_config, resolve_for_dataset
-from trainer.model import BertForPreTraining
+from trainer.models.encoder import BertForPreTraining
 from trainer.optim import build_optimizer
 from trainer.train import amp_dtype_for, train_step
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     if args.data:
-        from trainer.data import DataSource, ShardLoader
+        from trainer.loading.loader import DataSource, ShardLoader
 
         loader = ShardLoader([DataSource(args.data)], batch_size=train.batch_size, seed=train.seed,
                              masking=cfg.data.masking, num_workers=cfg.data.num_workers)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from mlm_data import seeding
-from mlm_data.config import MaskingConfig
-from mlm_data.schema import IGNORE_INDEX
+from mlm_data.config.preprocess import MaskingConfig
+from mlm_data.dataset.schema import IGNORE_INDEX
 
 # Stream ids: each kind of draw has its own first counter, so no two draws share bits.
 # Span rounds add the round number (fewer than 256).

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from mlm_data.cli_support import configure_logging, echo, run_command
+from mlm_data.console import configure_logging, echo, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from mlm_data.config import load_preprocess_config
+    from mlm_data.config.preprocess import load_preprocess_config
     from pipelines.preprocess import run
 
     extra: dict[str, object] = {}
@@ -70,20 +70,20 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
         extra["labels.from_dataset"] = args.labels_from
     cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
     manifest = run(cfg, beam_args=beam_args, echo=echo)
-    from mlm_data.inspection import render, summarize
+    from mlm_data.dataset.inspection import render, summarize
 
     print(render(summarize(manifest)))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from mlm_data.inspection import render, summarize
-    from mlm_data.manifest import Manifest
+    from mlm_data.dataset.inspection import render, summarize
+    from mlm_data.dataset.manifest import Manifest
 
     manifest = Manifest.load(args.dataset)
     summary = summarize(manifest)
     if args.plot:
-        from mlm_data.plots import plot_stats
+        from mlm_data.dataset.plots import plot_stats
 
         summary["plots"] = plot_stats(manifest.data.get("stats", {}), args.plot)
     if args.json:
@@ -96,8 +96,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from mlm_data.inspection import verify
-    from mlm_data.manifest import Manifest
+    from mlm_data.dataset.inspection import verify
+    from mlm_data.dataset.manifest import Manifest
 
     manifest = Manifest.load(args.dataset)
     report = verify(manifest, progress=None if args.quiet else echo)
@@ -112,8 +112,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from mlm_data import storage
-    from mlm_data.config import load_preprocess_config
-    from mlm_data.readers import list_input_files
+    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.reading.document_reader import list_input_files
     from pipelines.preprocess import resolve_tokenizer
 
     extra: dict[str, object] = {"input.paths": list(args.input), "tokenizer.path": None}

@@ -22,13 +22,13 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlm_data import storage
-from mlm_data.config import PreprocessConfig
+from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.dataset.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
+from mlm_data.dataset.schema import LABELLED_TASKS, id_type_for
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
-from mlm_data.readers import Document, InputFile, list_input_files, read_documents
-from mlm_data.schema import LABELLED_TASKS, id_type_for
-from mlm_data.text import clean_text
-from mlm_data.tokenization import (
+from mlm_data.reading.document_reader import Document, InputFile, list_input_files, read_documents
+from mlm_data.text.cleaning import clean_text
+from mlm_data.text.tokenizer import (
     TokenizerInfo,
     describe,
     parse_tokenizer,
@@ -36,8 +36,8 @@ from mlm_data.tokenization import (
     require_specials,
     train_wordpiece,
 )
-from pipelines.labelled import CreateLabelledRowsFn, PrepareLabelled
-from pipelines.prepare import PrepareDocuments
+from pipelines.document_stages import PrepareDocuments
+from pipelines.labelled_stages import CreateLabelledRowsFn, PrepareLabelled
 from pipelines.read import ReadDocuments
 from pipelines.runner import (
     describe_runner,

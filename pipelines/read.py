@@ -9,11 +9,17 @@ from typing import Any
 import apache_beam as beam
 
 from mlm_data.accounting import Counts
-from mlm_data.config import InputConfig
-from mlm_data.labelled_readers import LabelledText, TaggedSentence, read_labelled
-from mlm_data.readers import Document, Dropped, FileProblem, InputFile, read_documents
-from mlm_data.schema import LABELLED_TASKS
-from pipelines.metrics import report
+from mlm_data.config.preprocess import InputConfig
+from mlm_data.dataset.schema import LABELLED_TASKS
+from mlm_data.reading.document_reader import (
+    Document,
+    Dropped,
+    FileProblem,
+    InputFile,
+    read_documents,
+)
+from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
+from pipelines.counters import report
 
 #: Documents are handed on in batches of about this much text: big enough that per-element
 #: runner overhead vanishes even for one-line documents, small enough to bound memory.

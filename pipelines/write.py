@@ -9,19 +9,25 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from mlm_data import __version__, stats
+from mlm_data import __version__
 from mlm_data.accounting import Counts
-from mlm_data.config import PreprocessConfig
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
+from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.dataset import stats
+from mlm_data.dataset.manifest import (
+    ShardEntry,
+    build_manifest_data,
+    remove_stale_files,
+    write_manifest,
+)
+from mlm_data.dataset.schema import SCHEMA_VERSION
+from mlm_data.dataset.shards import shard_name, split_points, write_shard
 from mlm_data.errors import DatasetError, InputError
-from mlm_data.instances import BucketRows, build_rows
-from mlm_data.manifest import ShardEntry, build_manifest_data, remove_stale_files, write_manifest
-from mlm_data.readers import FileProblem
-from mlm_data.schema import SCHEMA_VERSION
-from mlm_data.shards import shard_name, split_points, write_shard
-from mlm_data.tokenization import TokenizerInfo
-from mlm_data.tokenized import TokenizedDocuments
-from pipelines.metrics import report
+from mlm_data.instances.bucket_rows import BucketRows, build_rows
+from mlm_data.reading.document_reader import FileProblem
+from mlm_data.text.tokenized import TokenizedDocuments
+from mlm_data.text.tokenizer import TokenizerInfo
+from pipelines.counters import report
 from pipelines.shuffle import decode_payload
 
 

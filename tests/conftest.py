@@ -51,7 +51,7 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def preprocess() -> Callable[..., Any]:
     """``preprocess(inputs, output, beam_args=(), **{'section.field': value})`` → Manifest."""
-    from mlm_data.config import load_preprocess_config
+    from mlm_data.config.preprocess import load_preprocess_config
     from pipelines.preprocess import run
 
     def _run(inputs: Sequence[str] | str, output: Path | str, *, beam_args: Sequence[str] = (),

@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
-from mlm_data.rows import offsets_from_lengths
-from mlm_data.tokenized import TokenizedDocuments
+from mlm_data.instances.rows import offsets_from_lengths
+from mlm_data.text.tokenized import TokenizedDocuments
 
 
 def synthetic_docs(sentence_lengths: list[list[int]], *, id_offset: int = 1000, ids: list[str] | None = None,

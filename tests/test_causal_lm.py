@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from trainer import checkpoint, cli
 from trainer.config import ModelConfig, load_pretrain_config
-from trainer.decoder import GPT, positions_within_documents
-from trainer.metrics import read_metrics
+from trainer.models.decoder import GPT, positions_within_documents
+from trainer.run_log import read_metrics
 
 from conftest import REPO, demo_documents, write_corpus
 

@@ -9,11 +9,11 @@ import fsspec
 import pytest
 import torch
 
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
 from trainer import checkpoint
 from trainer.checkpoint import CheckpointError
 from trainer.config import ModelConfig, PretrainConfig, TrainConfig
-from trainer.model import BertForPreTraining
+from trainer.models.encoder import BertForPreTraining
 from trainer.optim import build_optimizer
 
 LOADER_STATE = {"format": "mlm-data/loader-state", "version": 1, "epoch": 2, "position": 64,

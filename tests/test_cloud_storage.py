@@ -30,8 +30,8 @@ from yarl import URL
 
 import pipelines.write
 from mlm_data import storage
+from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, DatasetError, StorageError
-from mlm_data.manifest import Manifest
 from pipelines.cli import main
 
 from conftest import TOKENIZER
@@ -324,7 +324,7 @@ def test_shards_go_straight_to_final_keys_and_faults_lose_nothing(s3_proxy, s3, 
     s3_proxy.inject("disconnect", first=2)
     s3_proxy.inject("500", every=5)
     s3_proxy.inject("503", first=7, methods={"PUT"})
-    with caplog.at_level(logging.WARNING, logger="mlm_data.retries"):
+    with caplog.at_level(logging.WARNING, logger="mlm_data.storage.retries"):
         manifest = preprocess(str(small_corpus), s3.url("ds"), **KW)
     assert s3_proxy.injected["disconnect"] == 2 and s3_proxy.injected["503"] == 7
     assert s3_proxy.injected["500"] >= 2
@@ -344,7 +344,7 @@ def test_shards_go_straight_to_final_keys_and_faults_lose_nothing(s3_proxy, s3, 
     s3_proxy.inject("disconnect", every=3)
     s3_proxy.inject("500", first=2)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="mlm_data.retries"):
+    with caplog.at_level(logging.WARNING, logger="mlm_data.storage.retries"):
         code, out, err = run_cli(capsys, "verify", s3.url("ds"), "--quiet")
     assert code == 0, err + out
     assert out.startswith(f"OK {len(manifest.shards)} shards")

@@ -13,7 +13,7 @@ import pipelines.cli
 from trainer import checkpoint
 from trainer import cli as train_cli
 from trainer import train as train_module
-from trainer.metrics import read_metrics
+from trainer.run_log import read_metrics
 
 from conftest import REPO
 

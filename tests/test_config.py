@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from mlm_data.config import MaskingConfig, PreprocessConfig, load_preprocess_config
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
+from mlm_data.config.preprocess import MaskingConfig, PreprocessConfig, load_preprocess_config
 from mlm_data.errors import ConfigError
 
 
@@ -80,6 +80,6 @@ def test_require_paths():
 def test_config_pickles_and_round_trips_through_dict():
     cfg = load_preprocess_config(None, extra={"input.paths": ["a"], "masking.whole_word": True})
     assert pickle.loads(pickle.dumps(cfg)) == cfg
-    from mlm_data.config_loader import from_dict
+    from mlm_data.config.loading import from_dict
 
     assert from_dict(PreprocessConfig, to_dict(cfg), source="roundtrip") == cfg

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from mlm_data.errors import ConfigError
-from mlm_data.labelled import example_ids
+from mlm_data.instances.labelled_rows import example_ids
 from trainer import cli, warm_start
 from trainer.config import ModelConfig, PretrainConfig, TrainConfig, resolve_steps
-from trainer.decoder import GPT
-from trainer.finetune_eval import score_tokens
-from trainer.metrics import read_metrics
-from trainer.model import BertForPreTraining
+from trainer.evaluation.classifier import score_tokens
+from trainer.models.decoder import GPT
+from trainer.models.encoder import BertForPreTraining
+from trainer.run_log import read_metrics
 
 from conftest import REPO, demo_documents, write_corpus
 
@@ -238,7 +238,7 @@ def test_an_init_of_another_kind_of_model_is_refused():
 def _example_ids(data: str) -> set[int]:
     import pyarrow as pa
 
-    from mlm_data.manifest import Manifest
+    from mlm_data.dataset.manifest import Manifest
 
     m = Manifest.load(data)
     ids: set[int] = set()

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
 from mlm_data.errors import ConfigError
-from trainer import checkpoint, hf, warm_start
-from trainer.classifiers import BertForSequenceClassification, BertForTokenClassification
+from trainer import checkpoint, warm_start
 from trainer.config import ModelConfig, PretrainConfig
 from trainer.export import export_hf, wordpiece_vocab
-from trainer.model import BertForPreTraining
+from trainer.models import hf_interop
+from trainer.models.classifiers import BertForSequenceClassification, BertForTokenClassification
+from trainer.models.encoder import BertForPreTraining
 from trainer.optim import build_optimizer
 
 from conftest import TOKENIZER
@@ -141,7 +142,7 @@ def test_prefixed_names_and_mlm_heads_are_read(tmp_path):
 
     cfg = tiny(nsp_head=False, task="mlm_fullsent")
     ours = randomize(BertForPreTraining(cfg))
-    tensors = hf.to_hf(ours.state_dict(), num_layers=2)
+    tensors = hf_interop.to_hf(ours.state_dict(), num_layers=2)
     assert all(k.startswith(("bert.", "cls.predictions.")) for k in tensors)
     (tmp_path / "m").mkdir()
     save_file(tensors, tmp_path / "m" / "model.safetensors")
@@ -157,13 +158,13 @@ def test_prefixed_names_and_mlm_heads_are_read(tmp_path):
 
 def test_unsupported_models_and_vocabularies_fail_clearly(tmp_path):
     with pytest.raises(ConfigError) as e:
-        hf.model_fields({"model_type": "roberta", "hidden_act": "relu", "position_embedding_type": "relative_key"},
+        hf_interop.model_fields({"model_type": "roberta", "hidden_act": "relu", "position_embedding_type": "relative_key"},
                         source="x/config.json")
     text = str(e.value)
     assert "x/config.json: cannot use this model" in text and "model_type is 'roberta'" in text
     assert "hidden_act is 'relu'" in text and "position_embedding_type is 'relative_key'" in text
     with pytest.raises(ConfigError, match="layer_norm is 'pre'"):
-        hf.hf_config(to_dict(tiny(layer_norm="pre")), architecture="BertForMaskedLM", labels=None, pad_token_id=0)
+        hf_interop.hf_config(to_dict(tiny(layer_norm="pre")), architecture="BertForMaskedLM", labels=None, pad_token_id=0)
 
 
 def test_wordpiece_vocab_is_in_id_order():

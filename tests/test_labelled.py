@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from mlm_data.config import InputConfig
+from mlm_data.config.preprocess import InputConfig
+from mlm_data.dataset.schema import IGNORE_INDEX, schema_for
 from mlm_data.errors import ConfigError
-from mlm_data.input_files import list_input_files
-from mlm_data.labelled import (
+from mlm_data.instances.labelled_rows import (
     TaggedRows,
     TextRows,
     encode_tagged,
@@ -27,9 +27,9 @@ from mlm_data.labelled import (
     tagged_table,
     text_table,
 )
-from mlm_data.labelled_readers import LabelledText, TaggedSentence, read_labelled
-from mlm_data.schema import IGNORE_INDEX, schema_for
-from mlm_data.tokenization import TextEncoder, parse_tokenizer
+from mlm_data.reading.input_files import list_input_files
+from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
+from mlm_data.text.tokenizer import TextEncoder, parse_tokenizer
 
 from conftest import TOKENIZER
 

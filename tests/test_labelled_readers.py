@@ -19,13 +19,21 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_data import accounting, readers
-from mlm_data.byte_streams import LONG, UNTERMINATED, QuoteTracker, csv_fields, csv_records, lines
-from mlm_data.config import InputConfig
+from mlm_data import accounting
+from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.input_files import detect_format, list_input_files
-from mlm_data.labelled_readers import LabelledText, TaggedSentence, read_labelled
-from mlm_data.readers import Dropped, FileProblem, InputFile
+from mlm_data.reading import document_reader
+from mlm_data.reading.byte_streams import (
+    LONG,
+    UNTERMINATED,
+    QuoteTracker,
+    csv_fields,
+    csv_records,
+    lines,
+)
+from mlm_data.reading.document_reader import Dropped, FileProblem, InputFile
+from mlm_data.reading.input_files import detect_format, list_input_files
+from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
 
 TOKENS = "token_classification"
 TEXTS = "sequence_classification"
@@ -341,7 +349,7 @@ def test_long_lines_report_their_quotes():
 
 
 def test_parquet_labelled_texts(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 2)
+    monkeypatch.setattr(document_reader, "PARQUET_BATCH_ROWS", 2)
     table = pa.table({
         "sentence": ["good", None, "bad", " ", "x" * 100, "ok"],
         "pair": ["p1", "p2", None, "p4", "p5", "p6"],
@@ -445,7 +453,7 @@ def test_records_pickle_for_the_pipeline():
 
 
 def test_core_modules_import_neither_beam_nor_torch():
-    code = ("import sys, mlm_data.labelled, mlm_data.labelled_readers, mlm_data.readers; "
+    code = ("import sys, mlm_data.instances.labelled_rows, mlm_data.reading.record_reader, mlm_data.reading.document_reader; "
             "assert 'apache_beam' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

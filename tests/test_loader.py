@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, DatasetError
-from mlm_data.manifest import Manifest
-from trainer.data import DataSource, ShardLoader
+from trainer.loading.loader import DataSource, ShardLoader
 
 from test_loader_support import (
     assert_same_batches,
@@ -233,12 +233,12 @@ def test_transient_read_errors_are_retried(nsp, tmp_path, monkeypatch, caplog):
 
 
 def test_cache_stays_bounded_and_evicts_only_idle_shards(nsp, tmp_path, monkeypatch):
-    import trainer.shard_cache
+    import trainer.loading.shard_cache
 
     entries = Manifest.load(str(nsp)).shards_for("train")
     fetched = []
-    real_fetch = trainer.shard_cache.fetch_shard
-    monkeypatch.setattr(trainer.shard_cache, "fetch_shard", lambda url, **kw: fetched.append(url) or real_fetch(url, **kw))
+    real_fetch = trainer.loading.shard_cache.fetch_shard
+    monkeypatch.setattr(trainer.loading.shard_cache, "fetch_shard", lambda url, **kw: fetched.append(url) or real_fetch(url, **kw))
     cache = tmp_path / "cache"
     loader = make(nsp, cache_dir=str(cache), shuffle_window_shards=1, prefetch_shards=1, fuse_batches=1,
                   max_cache_bytes=max(s.num_bytes for s in entries))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlm_data.config import MaskingConfig
-from trainer.data import DataSource, ShardLoader
+from mlm_data.config.preprocess import MaskingConfig
+from trainer.loading.loader import DataSource, ShardLoader
 
 from test_loader_support import iter_epoch, read_rows, real_rows, take
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlm_data.errors import ConfigError
-from trainer.data import DataSource, ShardLoader
+from trainer.loading.loader import DataSource, ShardLoader
 
 from test_loader_support import assert_same_batches, copy_dataset, real_rows, take
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlm_data.errors import ConfigError
-from trainer.plan import Mixture, RowOrder, batch_cursor, rank_positions
+from trainer.loading.sample_order import Mixture, RowOrder, batch_cursor, rank_positions
 
 SHARDS = [5, 3, 0, 7, 2, 9]  # an empty shard included
 

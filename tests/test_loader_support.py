@@ -18,10 +18,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from mlm_data.manifest import Manifest, ShardEntry, build_manifest_data, write_manifest
-from mlm_data.schema import SCHEMA_VERSION, schema_for
-from mlm_data.shards import decode_table, fetch_shard, list_array, write_shard
-from mlm_data.tokenization import describe, parse_tokenizer
+from mlm_data.dataset.manifest import Manifest, ShardEntry, build_manifest_data, write_manifest
+from mlm_data.dataset.schema import SCHEMA_VERSION, schema_for
+from mlm_data.dataset.shards import decode_table, fetch_shard, list_array, write_shard
+from mlm_data.text.tokenizer import describe, parse_tokenizer
 
 from conftest import TOKENIZER, demo_documents, write_corpus
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import DataSource, ShardLoader
+from trainer.loading.loader import DataSource, ShardLoader
 
 from test_loader_support import iter_epoch, labelled_dataset, read_rows, real_rows, take
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlm_data import seeding
-from mlm_data.config import MaskingConfig
+from mlm_data.config.preprocess import MaskingConfig
 from mlm_data.masking import IGNORE_INDEX, _span_lengths, mask_tokens, num_to_mask
 
 CLS, SEP, PAD, MASK = 1, 2, 0, 3

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.label_metrics import TagTable, chunks, entity_scores, label_scores, majority
+from trainer.evaluation.label_metrics import TagTable, chunks, entity_scores, label_scores, majority
 
 LABELS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-geo-loc", "I-geo-loc"]
 ID = {name: i for i, name in enumerate(LABELS)}

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.config import ModelConfig, TrainConfig, load_pretrain_config
-from trainer.model import BertForPreTraining, Block
+from trainer.models.encoder import BertForPreTraining, Block
 from trainer.optim import lr_at, param_groups
 
 V, B, T = 97, 3, 16

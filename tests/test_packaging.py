@@ -26,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("mlm_data", "pipelines", "trainer")
 #: What the ``mlm-data`` command and the Beam workers import first.
-PIPELINE_ENTRY_POINTS = ("pipelines.cli", "pipelines.preprocess", "pipelines.read", "pipelines.prepare",
+PIPELINE_ENTRY_POINTS = ("pipelines.cli", "pipelines.preprocess", "pipelines.read", "pipelines.document_stages",
                          "pipelines.write")
 PACKAGE_DATA = ("mlm_data/py.typed", "pipelines/py.typed", "trainer/py.typed", "mlm_data/demo/README.md",
                 "mlm_data/demo/LICENSE-PSF.txt", "mlm_data/demo/python-docs-sample.txt.gz")
@@ -114,7 +114,7 @@ def test_pipeline_import_graph_is_packaged(built):
     rel = {name: path.relative_to(REPO).as_posix() for name, path in closure.items()}
     outside = sorted(f"{n} ({p})" for n, p in rel.items() if n.split(".")[0] not in PACKAGES)
     assert not outside, f"the pipeline imports repository modules that are not packaged: {outside}"
-    assert {"pipelines.cli", "mlm_data.storage", "mlm_data.shards", "mlm_data.manifest"} <= set(rel)
+    assert {"pipelines.cli", "mlm_data.storage", "mlm_data.dataset.shards", "mlm_data.dataset.manifest"} <= set(rel)
     assert not sorted(set(rel.values()) - built.wheel), "modules missing from the wheel"
     assert not sorted(set(rel.values()) - built.sdist), "modules missing from the sdist"
 

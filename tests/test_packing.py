@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlm_data.packing import pack_causal, pack_sentences
-from mlm_data.rows import gather_index, take
+from mlm_data.instances.packing import pack_causal, pack_sentences
+from mlm_data.instances.rows import gather_index, take
 
 from helpers import random_docs, synthetic_docs
 
@@ -76,7 +76,7 @@ def test_causal_blocks_keep_every_token():
 
 
 def test_pieces_concat_and_take_reorder_whole_rows():
-    from mlm_data.rows import Pieces, assemble
+    from mlm_data.instances.rows import Pieces, assemble
 
     docs = synthetic_docs([[3], [2], [4]], id_offset=10)
     a = pack_sentences(docs, max_seq_length=16, cls_id=CLS, sep_id=SEP, cross_documents=False)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_data.pairing import create_nsp_instances, truncate_lengths
-from mlm_data.rows import gather_index, take
+from mlm_data.instances.pairing import create_nsp_instances, truncate_lengths
+from mlm_data.instances.rows import gather_index, take
 
 from helpers import random_docs, synthetic_docs
 

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from mlm_data.dataset.manifest import Manifest
+from mlm_data.dataset.shards import decode_table, fetch_shard
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.manifest import Manifest
-from mlm_data.shards import decode_table, fetch_shard
 
 from conftest import demo_documents, write_corpus
 
@@ -210,7 +210,7 @@ def test_local_runs_spill_the_shuffle_and_clean_up(tmp_path, small_corpus, prepr
         spilled.append(out)
         return out
 
-    monkeypatch.setattr("pipelines.prepare.encode_payload", recording)
+    monkeypatch.setattr("pipelines.document_stages.encode_payload", recording)
     preprocess(str(small_corpus), tmp_path / "out", **{"output.num_buckets": 2})
     assert spilled and all(isinstance(p, str) and p.startswith(str(scratch)) for p in spilled)
     assert list(scratch.iterdir()) == []

@@ -7,9 +7,9 @@ import json
 import pyarrow as pa
 import pytest
 
+from mlm_data.dataset.manifest import Manifest
+from mlm_data.dataset.shards import decode_table, fetch_shard
 from mlm_data.errors import ConfigError
-from mlm_data.manifest import Manifest
-from mlm_data.shards import decode_table, fetch_shard
 
 CONLL = """-DOCSTART-\tO
 

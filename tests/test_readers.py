@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from mlm_data import accounting, byte_streams, readers
-from mlm_data.config import InputConfig
+from mlm_data import accounting
+from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.readers import (
+from mlm_data.reading import byte_streams, document_reader
+from mlm_data.reading.document_reader import (
     Document,
     Dropped,
     FileProblem,
@@ -104,7 +105,7 @@ def test_parquet_binary_column_is_decoded_strictly(tmp_path):
 
 
 def test_parquet_is_read_in_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 3)
+    monkeypatch.setattr(document_reader, "PARQUET_BATCH_ROWS", 3)
     texts = [f"doc {i}" for i in range(10)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "p.parquet", row_group_size=4)
     assert outcomes(read(tmp_path / "p.parquet"), "p.parquet") == texts

@@ -28,7 +28,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import pipelines.write
-from mlm_data.manifest import Manifest
+from mlm_data.dataset.manifest import Manifest
 from pipelines.runner import describe_runner, make_runner, runner_keeps_finish_bundle_output
 
 from conftest import demo_documents, write_corpus

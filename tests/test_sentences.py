@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_data.sentences import split_lines, split_sentences
+from mlm_data.text.sentences import split_lines, split_sentences
 
 CASES = [
     # Terminal punctuation, runs of it, and closing quotes or brackets after it.

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_data.text import clean_text
+from mlm_data.text.cleaning import clean_text
 
 #: "mi-khaham" (I want): the ZWNJ keeps the prefix "mi" from joining the verb.
 PERSIAN_ZWNJ = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"

@@ -7,9 +7,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from mlm_data.errors import TokenizerError
-from mlm_data.sentences import split_sentences
-from mlm_data.text import clean_text
-from mlm_data.tokenization import TextEncoder, load_tokenizer, parse_tokenizer
+from mlm_data.text.cleaning import clean_text
+from mlm_data.text.sentences import split_sentences
+from mlm_data.text.tokenizer import TextEncoder, load_tokenizer, parse_tokenizer
 
 from conftest import TOKENIZER, demo_documents
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 import yaml
 
-from mlm_data.config_loader import from_dict, to_dict
+from mlm_data.config.loading import from_dict, to_dict
 from trainer import checkpoint, cli
 from trainer import train as train_module
 from trainer.config import ModelConfig, PretrainConfig
-from trainer.metrics import read_metrics
-from trainer.model import BertForPreTraining
+from trainer.models.encoder import BertForPreTraining
+from trainer.run_log import read_metrics
 
 from conftest import REPO
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.config import ModelConfig
-from trainer.model import BertForPreTraining
+from trainer.models.encoder import BertForPreTraining
 
 from conftest import REPO
 

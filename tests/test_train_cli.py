@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
 from mlm_data.errors import ConfigError
 from trainer import cli
 from trainer import train as train_module
@@ -20,7 +20,7 @@ from trainer.config import (
     parse_source,
     resolve_for_dataset,
 )
-from trainer.metrics import MetricsLog, Progress, read_metrics
+from trainer.run_log import MetricsLog, Progress, read_metrics
 
 from conftest import REPO
 

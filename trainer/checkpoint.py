@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from mlm_data import storage
+from mlm_data.dataset.schema import SCHEMA_VERSION
 from mlm_data.errors import MlmDataError
-from mlm_data.schema import SCHEMA_VERSION
 
 FORMAT = "mlm-train-checkpoint"
 FORMAT_VERSION = 1

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mlm_data.cli_support import configure_logging, run_command
+from mlm_data.console import configure_logging, run_command
 from mlm_data.errors import ConfigError
 from trainer.config import PretrainConfig
 
@@ -215,7 +215,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mlm_data.config_loader import load_yaml
+    from mlm_data.config.loading import load_yaml
     from mlm_data.storage import join
     from trainer import train
     from trainer.config import FINETUNE_DEFAULTS, load_pretrain_config

@@ -4,7 +4,7 @@
 ``output`` is the run folder and ``init`` the weights to start from. Pretraining and
 fine-tuning share it: the dataset's task decides the network (see ``ModelConfig.task``).
 Every field has a default and a one-line docstring (which is also its ``--help`` text),
-``__post_init__`` collects every problem of its section, and ``mlm_data.config_loader`` does
+``__post_init__`` collects every problem of its section, and ``mlm_data.config.loading`` does
 the YAML reading, ``--set`` overrides and error reporting, so a bad value is reported with the
 file and the dotted field path like any other config error.
 
@@ -21,14 +21,14 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from mlm_data.config import MaskingConfig
-from mlm_data.config_loader import check, from_dict, load_yaml, set_path
+from mlm_data.config.loading import check, from_dict, load_yaml, set_path
+from mlm_data.config.preprocess import MaskingConfig
+from mlm_data.dataset.schema import LABELLED_TASKS, TASKS
 from mlm_data.errors import ConfigError
-from mlm_data.schema import LABELLED_TASKS, TASKS
 
 Task = Literal["mlm_nsp", "mlm_fullsent", "mlm_docsent", "causal_lm", "token_classification",
                "sequence_classification"]
-assert get_args(Task) == TASKS, "ModelConfig.task must list mlm_data.schema.TASKS"
+assert get_args(Task) == TASKS, "ModelConfig.task must list mlm_data.dataset.schema.TASKS"
 
 
 @dataclass(frozen=True)

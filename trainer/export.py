@@ -1,6 +1,6 @@
 """``mlm-train export --format hf``: a checkpoint as a Hugging Face model directory.
 
-The directory holds ``config.json``, ``model.safetensors`` (layout in ``trainer.hf``), the
+The directory holds ``config.json``, ``model.safetensors`` (layout in ``trainer.models.hf_interop``), the
 run's ``tokenizer.json`` and, for a WordPiece tokenizer, ``vocab.txt``; ``transformers``
 loads it with ``from_pretrained`` and nothing of ours installed.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 
 from mlm_data import storage
+from mlm_data.dataset.manifest import TOKENIZER_NAME
 from mlm_data.errors import ConfigError
-from mlm_data.manifest import TOKENIZER_NAME
-from trainer import checkpoint, hf
+from trainer import checkpoint
+from trainer.models import hf_interop
 
 #: ``model.task`` → the HF class whose layout holds everything the run trained.
 _ARCHITECTURES = {"token_classification": "BertForTokenClassification",
@@ -33,11 +34,11 @@ def export_hf(ckpt: str, out: str) -> list[str]:
     architecture = _ARCHITECTURES.get(task, "BertForPreTraining" if model.get("nsp_head") else "BertForMaskedLM")
     dataset = state.get("dataset") or {}
     specials = (dataset.get("tokenizer") or {}).get("special_tokens") or {}
-    config = hf.hf_config(model, architecture=architecture, labels=dataset.get("labels"),
+    config = hf_interop.hf_config(model, architecture=architecture, labels=dataset.get("labels"),
                           pad_token_id=specials.get("pad"))
-    tensors = hf.to_hf(state["model"], num_layers=model["num_layers"])
-    written = {hf.CONFIG_NAME: json.dumps(config, indent=2).encode("utf-8"),
-               hf.WEIGHTS_NAME: save(tensors, metadata={"format": "pt"})}
+    tensors = hf_interop.to_hf(state["model"], num_layers=model["num_layers"])
+    written = {hf_interop.CONFIG_NAME: json.dumps(config, indent=2).encode("utf-8"),
+               hf_interop.WEIGHTS_NAME: save(tensors, metadata={"format": "pt"})}
     try:
         tokenizer = storage.read_bytes(storage.join(run, TOKENIZER_NAME))
     except FileNotFoundError:

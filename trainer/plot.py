@@ -8,7 +8,7 @@ from typing import Any
 
 from mlm_data import storage
 from mlm_data.errors import ConfigError
-from trainer.metrics import read_metrics
+from trainer.run_log import read_metrics
 
 PLOT_NAME = "metrics.png"
 

@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 
 import torch
 
+from mlm_data.dataset.schema import MLM_TASKS
 from mlm_data.errors import ConfigError
-from mlm_data.schema import MLM_TASKS
 from trainer import distributed
 from trainer.config import TrainConfig
-from trainer.finetune_eval import describe_labels
-from trainer.metrics import Progress, format_duration
+from trainer.evaluation.classifier import describe_labels
+from trainer.run_log import Progress, format_duration
 
 #: The train record key of each task's "argmax equals target" rate.
 ACCURACY = {"causal_lm": "accuracy", "token_classification": "token_accuracy",

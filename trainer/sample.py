@@ -12,13 +12,13 @@ import hashlib
 import torch
 
 from mlm_data import storage
-from mlm_data.config_loader import from_dict
+from mlm_data.config.loading import from_dict
+from mlm_data.dataset.manifest import TOKENIZER_NAME
 from mlm_data.errors import ConfigError
-from mlm_data.manifest import TOKENIZER_NAME
-from mlm_data.tokenization import describe, parse_tokenizer, read_tokenizer_text
+from mlm_data.text.tokenizer import describe, parse_tokenizer, read_tokenizer_text
 from trainer import checkpoint
 from trainer.config import ModelConfig
-from trainer.decoder import GPT
+from trainer.models.decoder import GPT
 
 
 def generate_text(ckpt: str, prompt: str, *, max_new_tokens: int = 50, greedy: bool = False,

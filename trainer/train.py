@@ -1,7 +1,7 @@
 """The training loop: one function to read top to bottom, in the spirit of nanoGPT's train.py.
 
 ``pretrain(cfg)`` and ``finetune(cfg)`` open the datasets, build the network the dataset's task
-calls for (``trainer.architectures``: an MLM encoder, a causal decoder or a classifier) from
+calls for (``trainer.models.architectures``: an MLM encoder, a causal decoder or a classifier) from
 random weights, from ``cfg.init`` (``trainer.warm_start``) or from the run's newest checkpoint,
 then repeat ``train_step`` until ``max_steps``, logging, evaluating and checkpointing on the
 way. The two commands differ only in the tasks they accept and in what they leave behind: a
@@ -29,13 +29,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mlm_data import storage
-from mlm_data.config_loader import to_dict
+from mlm_data.config.loading import to_dict
+from mlm_data.dataset.manifest import TOKENIZER_NAME
+from mlm_data.dataset.schema import LABELLED_TASKS, MLM_TASKS
 from mlm_data.errors import ConfigError, MlmDataError
-from mlm_data.manifest import TOKENIZER_NAME
-from mlm_data.schema import LABELLED_TASKS, MLM_TASKS
 from mlm_data.seeding import derive_key
 from trainer import checkpoint, distributed, warm_start
-from trainer.architectures import build_model
 from trainer.config import (
     PretrainConfig,
     TrainConfig,
@@ -44,14 +43,15 @@ from trainer.config import (
     resolve_for_dataset,
     resolve_steps,
 )
-from trainer.data import DataSource, ShardLoader
-from trainer.evaluate import evaluate, evaluate_lm, model_inputs
-from trainer.finetune_eval import evaluate_labels
-from trainer.metrics import MetricsLog, Progress
-from trainer.model import ModelOutput
+from trainer.evaluation.classifier import evaluate_labels
+from trainer.evaluation.language_model import evaluate, evaluate_lm, model_inputs
+from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.run_loaders import make_eval_loader, make_loader, restore_loader
+from trainer.models.architectures import build_model
+from trainer.models.encoder import ModelOutput
 from trainer.optim import build_optimizer, lr_at
 from trainer.reporting import StepStats, describe_evaluation, finish, train_record
-from trainer.run_data import make_eval_loader, make_loader, restore_loader
+from trainer.run_log import MetricsLog, Progress
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"

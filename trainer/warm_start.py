@@ -1,7 +1,7 @@
 """``--init``: start a run from trained weights instead of random ones.
 
 The weights come from one of our checkpoints (a run folder or a ``.pt`` file) or from a Hugging
-Face BERT directory (``trainer.hf``). Only weights are taken: the optimizer, the step and the
+Face BERT directory (``trainer.models.hf_interop``). Only weights are taken: the optimizer, the step and the
 loader start afresh, so the same mechanism serves fine-tuning a pretrained encoder and
 continued (domain-adaptive) pretraining on a new dataset.
 
@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from mlm_data import storage
+from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import MARKER, ConfigError
-from mlm_data.manifest import Manifest
-from trainer import checkpoint, hf
+from trainer import checkpoint
 from trainer.config import ModelConfig
+from trainer.models import hf_interop
 
 #: The ModelConfig fields that fix the shape and function of the weights.
 ARCHITECTURE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -58,9 +59,9 @@ class Init:
 
 
 def open_init(where: str) -> Init:
-    if hf.is_hf_dir(where):
-        config, weights = hf.read_dir(where)
-        fields = hf.model_fields(config, source=storage.join(where, hf.CONFIG_NAME))
+    if hf_interop.is_hf_dir(where):
+        config, weights = hf_interop.read_dir(where)
+        fields = hf_interop.model_fields(config, source=storage.join(where, hf_interop.CONFIG_NAME))
         return Init(where, f"Hugging Face {'/'.join(config.get('architectures') or ['BERT'])} {where}",
                     {k: fields[k] for k in ARCHITECTURE}, weights, vocabulary=_hf_vocabulary(where))
     try:
@@ -99,7 +100,7 @@ def check_tokenizer(init: Init, manifest: Manifest, *, source: str) -> None:
 
 def load_into(model: nn.Module, init: Init) -> str:
     """Copy the init's weights into ``model`` in place; return a one-line account of it."""
-    body = getattr(model, "body")  # noqa: B009 (every network of trainer.architectures has one)
+    body = getattr(model, "body")  # noqa: B009 (every network of trainer.models.architectures has one)
     params = dict(model.named_parameters())  # each tied parameter once
     loaded, fresh = [], []
     with torch.no_grad():

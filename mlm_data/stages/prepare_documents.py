@@ -1,0 +1,119 @@
+"""Stage one of preprocessing as pure functions: clean, split, tokenize and bucket documents.
+
+These run on batches of documents inside one worker. Every document that does not make it
+through is returned as a counted drop reason, and every surviving document is routed to a
+(split, bucket) by a hash of its cleaned content, so identical documents meet in the same
+bucket (where de-duplication keeps one) and bucket contents never depend on the runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlm_data import accounting
+from mlm_data.accounting import Counts
+from mlm_data.config.preprocess import CleanConfig
+from mlm_data.instances.rows import offsets_from_lengths, ranges_index
+from mlm_data.reading.document_reader import Document
+from mlm_data.text.cleaning import clean_text
+from mlm_data.text.sentences import split_lines, split_sentences
+from mlm_data.text.tokenized import DIGEST_BYTES, TokenizedDocuments
+from mlm_data.text.tokenizer import TextEncoder
+
+TRAIN, VALIDATION = "train", "validation"
+
+
+@dataclass(frozen=True)
+class SplitDocument:
+    id: str
+    digest: bytes
+    sentences: list[str]
+
+
+def content_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+
+
+def clean_and_split(docs: Sequence[Document], cfg: CleanConfig, counts: Counts) -> list[SplitDocument]:
+    """Normalise, length-filter and sentence-split; drops are added to ``counts``."""
+    split = split_sentences if cfg.sentence_split == "rules" else split_lines
+    out: list[SplitDocument] = []
+    for doc in docs:
+        text = clean_text(doc.text, normalization=cfg.unicode_normalization,
+                          remove_control_chars=cfg.remove_control_chars)
+        if not text.strip():
+            counts.drop(accounting.EMPTY)
+            continue
+        if len(text) < cfg.min_document_chars:
+            counts.drop(accounting.DOCUMENT_TOO_SHORT)
+            continue
+        if len(text) > cfg.max_document_chars:
+            counts.drop(accounting.DOCUMENT_TOO_LONG)
+            continue
+        out.append(SplitDocument(doc.id, content_digest(text), split(text)))
+    return out
+
+
+def tokenize_documents(encoder: TextEncoder, docs: Sequence[SplitDocument], counts: Counts) -> TokenizedDocuments:
+    """Tokenize every sentence of every document in one batched call.
+
+    Sentences that tokenize to nothing are removed; documents left without tokens are dropped
+    as ``no_tokens``. The result has no empty sentence and no empty document, which pairing
+    and packing rely on.
+    """
+    enc = encoder.encode_grouped([d.sentences for d in docs])
+    sent_len = np.diff(enc.offsets)
+    doc_sent_count = np.fromiter((len(d.sentences) for d in docs), dtype=np.int64, count=len(docs))
+    doc_of_sentence = np.repeat(np.arange(len(docs)), doc_sent_count)
+    keep_sent = sent_len > 0
+    kept_per_doc = np.bincount(doc_of_sentence[keep_sent], minlength=len(docs))
+    keep_doc = kept_per_doc > 0
+    counts.drop(accounting.NO_TOKENS, int((~keep_doc).sum()))
+    # Sentences of dropped documents have no tokens, so keep_sent already excludes them.
+    sent_idx = np.flatnonzero(keep_sent)
+    tok_idx = ranges_index(enc.offsets[:-1][sent_idx], sent_len[sent_idx])
+    kept = [d for d, k in zip(docs, keep_doc.tolist()) if k]
+    digests = np.frombuffer(b"".join(d.digest for d in kept), dtype=np.uint8).reshape(len(kept), DIGEST_BYTES)
+    return TokenizedDocuments(
+        doc_ids=tuple(d.id for d in kept),
+        digests=digests,
+        doc_offsets=offsets_from_lengths(kept_per_doc[keep_doc]),
+        sent_offsets=offsets_from_lengths(sent_len[sent_idx]),
+        ids=enc.ids[tok_idx],
+        word_start=enc.word_start[tok_idx],
+    )
+
+
+def route(digests: np.ndarray, *, num_buckets: int, validation_buckets: int,
+          validation_fraction: float) -> dict[tuple[str, int], np.ndarray]:
+    """Indices of the items going to each ``(split, bucket)``, from their 16-byte digests.
+
+    Bytes 0-7 of the digest pick the bucket, bytes 8-15 the split, so the two choices are
+    independent; neither depends on the seed, so changing the seed never moves an item
+    between train and validation.
+    """
+    if len(digests) == 0:
+        return {}
+    d = np.ascontiguousarray(digests)
+    low = d[:, :8].copy().view("<u8").ravel()
+    high = d[:, 8:16].copy().view("<u8").ravel()
+    is_val = (high >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < validation_fraction
+    bucket = np.where(is_val, low % np.uint64(max(1, validation_buckets)), low % np.uint64(num_buckets)).astype(np.int64)
+    key_code = bucket * 2 + is_val
+    return {(VALIDATION if code % 2 else TRAIN, code // 2): np.flatnonzero(key_code == code)
+            for code in np.unique(key_code).tolist()}
+
+
+def assign_buckets(docs: TokenizedDocuments, *, num_buckets: int, validation_buckets: int,
+                   validation_fraction: float) -> dict[tuple[str, int], TokenizedDocuments]:
+    """Route each document to ``(split, bucket)`` by its content digest (see ``route``), so
+    identical documents meet in one bucket."""
+    routed = route(docs.digests, num_buckets=num_buckets, validation_buckets=validation_buckets,
+                   validation_fraction=validation_fraction)
+    if len(routed) == 1:
+        return {key: docs for key in routed}
+    return {key: docs.select(members) for key, members in routed.items()}

@@ -1,0 +1,213 @@
+"""Small fsspec helpers: one place that knows how to read, write and list local paths and URLs.
+
+Writes are atomic from a reader's point of view: locally a temporary file is renamed over the
+target; on object stores one PUT (or one completed multipart upload) publishes the whole object
+under its final key, and a retried write rewrites the same key with the same bytes.
+
+Every operation retries transient store errors (``mlm_data.storage.retries``: 5xx, throttling,
+connection resets, timeouts; bounded, with backoff and jitter, each retry logged; tuned with
+``MLM_DATA_RETRY_ATTEMPTS``, ``MLM_DATA_RETRY_BASE_DELAY`` and ``MLM_DATA_RETRY_MAX_DELAY``). A
+refusal (403) or a missing bucket raises ``StorageError`` at once, naming the URL; a missing
+file or object is ``FileNotFoundError`` from the readers (callers decide what it means: "not a
+dataset", "no checkpoint yet", ...).
+
+Endpoints and credentials are never set here: each client reads its standard environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ... for ``s3://``;
+``GOOGLE_APPLICATION_CREDENTIALS`` and ``STORAGE_EMULATOR_HOST`` for ``gs://``), and fsspec adds
+any constructor option from ``FSSPEC_<PROTOCOL>_<OPTION>`` (e.g. ``FSSPEC_GS_TOKEN=anon``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from mlm_data.errors import StorageError
+from mlm_data.storage.retries import (
+    RetryPolicy,
+    describe,
+    is_access_denied,
+    is_transient,
+    retry,
+    says_missing_bucket,
+)
+
+__all__ = [
+    "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient", "join",
+    "list_files", "read_bytes", "read_text", "remove", "retry", "write_bytes",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Permanent errors, named
+
+
+def _bucket(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _bucket_missing(fs: fsspec.AbstractFileSystem, url: str, exc: BaseException) -> bool:
+    """Whether a "not found" for ``url`` means its bucket does not exist.
+
+    s3fs says so (``NoSuchBucket``); gcsfs answers a plain 404 either way, so ask about the
+    bucket itself. An answer other than "not found" (a hiccup, a refusal) is not taken as
+    proof.
+    """
+    if says_missing_bucket(exc):
+        return True
+    try:
+        fs.info(_bucket(url))
+    except FileNotFoundError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_CREDENTIALS_HINT = {
+    "s3": "the AWS credentials this process uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, the instance role)",
+    "gs": "the Google credentials this process uses (GOOGLE_APPLICATION_CREDENTIALS, the worker's "
+          "service account)",
+    "gcs": "the Google credentials this process uses (GOOGLE_APPLICATION_CREDENTIALS, the worker's "
+           "service account)",
+}
+
+
+def _permanent(url: str, action: str, exc: BaseException) -> StorageError | None:
+    """The ``StorageError`` for a refusal worth stopping on, or None."""
+    if is_access_denied(exc):
+        return StorageError(f"{url}: access denied while {action} ({describe(exc)}); check "
+                            f"{_CREDENTIALS_HINT.get(url.split('://', 1)[0], 'the credentials')} and the "
+                            "bucket's permissions")
+    if says_missing_bucket(exc):
+        return _no_bucket(url, action)
+    return None
+
+
+def _no_bucket(url: str, action: str) -> StorageError:
+    return StorageError(f"{url}: bucket {_bucket(url)!r} does not exist (while {action}); create it or "
+                        "correct the URL (and check AWS_ENDPOINT_URL / STORAGE_EMULATOR_HOST if you use one)")
+
+
+# --------------------------------------------------------------------------------------------
+# The operations
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL or path components with '/', keeping a scheme like ``s3://`` intact."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+@contextmanager
+def _refusals_named(url: str, action: str) -> Iterator[None]:
+    """Turn a client's 403 or missing-bucket error into a ``StorageError`` naming ``url``."""
+    try:
+        yield
+    except (StorageError, FileNotFoundError):
+        raise
+    except Exception as exc:
+        error = _permanent(url, action, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def read_bytes(url: str) -> bytes:
+    """The whole file or object; ``FileNotFoundError`` (naming ``url``) if it does not exist.
+
+    Raises ``StorageError`` for a missing bucket, a refusal, or a transient failure that
+    outlasted the retries.
+    """
+    fs, path = url_to_fs(url)
+    try:
+        with _refusals_named(url, "reading"):
+            return retry(lambda: fs.cat_file(path), what=f"reading {url}")
+    except FileNotFoundError as exc:
+        if not is_local(url) and _bucket_missing(fs, url, exc):
+            raise _no_bucket(url, "reading") from None
+        raise FileNotFoundError(errno.ENOENT, "no such file or object", url) from None
+
+
+def read_text(url: str) -> str:
+    return read_bytes(url).decode("utf-8")
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Publish ``data`` at ``url`` in one step, so readers see the old state or the whole new one."""
+    fs, path = url_to_fs(url)
+    if is_local(url):
+        try:
+            _write_local(path, data)
+        except PermissionError as exc:
+            raise StorageError(f"{url}: permission denied while writing ({exc.strerror})") from None
+        return
+    try:
+        with _refusals_named(url, "writing"):
+            retry(lambda: fs.pipe_file(path, data), what=f"writing {url}")
+    except FileNotFoundError:
+        # Object stores have no directories to be missing: "not found" on a write is the bucket.
+        raise _no_bucket(url, "writing") from None
+
+
+def _write_local(path: str, data: bytes) -> None:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def exists(url: str) -> bool:
+    """Whether a file or object exists at ``url``, asking the store (not a cached listing)."""
+    fs, path = url_to_fs(url)
+    fs.invalidate_cache(path)
+    with _refusals_named(url, "checking whether it exists"):
+        return bool(retry(lambda: fs.exists(path), what=f"checking {url}"))
+
+
+def remove(url: str) -> None:
+    """Delete one file or object if it exists."""
+    fs, path = url_to_fs(url)
+    try:
+        with _refusals_named(url, "deleting"):
+            retry(lambda: fs.rm_file(path), what=f"deleting {url}")
+    except FileNotFoundError:
+        pass
+
+
+def list_files(url: str) -> list[str]:
+    """Relative paths of every file below ``url`` (empty when it does not exist)."""
+    fs, path = url_to_fs(url)
+    fs.invalidate_cache(path)
+    try:
+        with _refusals_named(url, "listing"):
+            found = retry(lambda: fs.find(path), what=f"listing {url}")
+    except FileNotFoundError:
+        return []
+    root = path.rstrip("/") + "/"
+    return sorted(p[len(root):] for p in found if p.startswith(root))
+
+
+def filesystem(url: str) -> fsspec.AbstractFileSystem:
+    return url_to_fs(url)[0]

@@ -1,0 +1,140 @@
+"""The classification tasks in Beam: EncodeLabelled, RouteLabelled, LabelVocabulary, CreateLabelledRows.
+
+They plug into the same read and write transforms as text corpora; only the middle differs
+(see ``mlm_data/stages/prepare_labelled.py`` for why routing is by record id and labels get their ids
+late).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import apache_beam as beam
+
+from mlm_data import accounting
+from mlm_data.accounting import Counts
+from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.dataset.schema import schema_for
+from mlm_data.instances.labelled_rows import encode_tagged, encode_texts, order_labels
+from mlm_data.reading.record_reader import TaggedSentence
+from mlm_data.stages.prepare_labelled import build_labelled_rows, clean_records, route_rows
+from mlm_data.text.tokenizer import TextEncoder, TokenizerInfo, load_tokenizer
+from pipelines.counters import report
+from pipelines.read import Batch
+from pipelines.shuffle import decode_payload, encode_payload
+
+
+class EncodeLabelledFn(beam.DoFn):
+    """Cleans and tokenizes labelled records; labels stay strings until the vocabulary is known."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer_url: str, sha256: str, *, cls_id: int, sep_id: int) -> None:
+        self._cfg = cfg
+        self._tokenizer_url = tokenizer_url
+        self._sha256 = sha256
+        self._cls = cls_id
+        self._sep = sep_id
+
+    def setup(self) -> None:
+        self._tok = load_tokenizer(self._tokenizer_url, sha256=self._sha256)
+        self._encoder = TextEncoder(self._tok)
+
+    def process(self, batch: Batch) -> Iterator[Batch]:
+        cfg = self._cfg
+        records = clean_records(batch.items, cfg.clean)
+        counts = Counts()
+        facts: dict[str, int] = {}
+        if cfg.instances.task == "token_classification":
+            rows = encode_tagged(self._tok, records, max_seq_length=cfg.instances.max_seq_length, cls_id=self._cls,
+                                 sep_id=self._sep, stride=cfg.labels.stride,
+                                 label_all_subtokens=cfg.labels.label_all_subtokens)
+            facts = {"words_without_tokens": rows.words_without_tokens, "truncated_words": rows.truncated_words}
+        else:
+            rows = encode_texts(self._encoder, records, max_seq_length=cfg.instances.max_seq_length,
+                                cls_id=self._cls, sep_id=self._sep)
+        counts.drop(accounting.NO_TOKENS, len(rows.no_tokens))
+        report(counts)
+        yield Batch(items=rows, counts=counts, facts=facts)
+
+
+class RouteLabelledFn(beam.DoFn):
+    def __init__(self, *, num_buckets: int, validation_buckets: int, validation_fraction: float,
+                 spill_dir: str | None) -> None:
+        self._args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
+                          validation_fraction=validation_fraction)
+        self._spill_dir = spill_dir
+
+    def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes | str]]:
+        routed = route_rows(batch.items, **self._args)
+        for key in sorted(routed):
+            payload = routed[key].to_arrow()
+            yield key, encode_payload(payload, spill_dir=self._spill_dir)
+
+
+class CreateLabelledRowsFn(beam.DoFn):
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo) -> None:
+        self._cfg = cfg
+        self._schema = schema_for(cfg.instances.task, vocab_size=tokenizer.vocab_size)
+
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]], labels: list[str]) -> Iterator[object]:
+        (split, bucket), payloads = element
+        parts = [decode_payload(p) for p in payloads]
+        rows = build_labelled_rows(parts, task=self._cfg.instances.task, vocabulary=labels, schema=self._schema,
+                                   seed=self._cfg.seed, split=split, bucket=bucket,
+                                   max_seq_length=self._cfg.instances.max_seq_length)
+        report(rows.counts)
+        yield (split, bucket), rows
+
+
+def labels_in(batch: Batch) -> set[str]:
+    if not batch.items:
+        return set()
+    if isinstance(batch.items[0], TaggedSentence):
+        return {t for r in batch.items for t in r.tags}
+    return {r.label for r in batch.items}
+
+
+def union(sets: Iterable[set[str]]) -> set[str]:
+    return set().union(*sets)
+
+
+class LabelVocabulary(beam.PTransform):
+    """The label list: given up front, or every label seen in the input, in ``order_labels`` order."""
+
+    def __init__(self, fixed: Sequence[str] | None) -> None:
+        super().__init__()
+        self._fixed = None if fixed is None else list(fixed)
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        if self._fixed is not None:
+            return batches.pipeline | "FixedLabels" >> beam.Create([self._fixed])
+        return (
+            batches
+            | "LabelsSeen" >> beam.Map(labels_in)
+            | "AllLabels" >> beam.CombineGlobally(union)
+            | "OrderLabels" >> beam.Map(order_labels)
+        )
+
+
+class PrepareLabelled(beam.PTransform):
+    """Labelled record batches → keyed payloads, per-batch summaries, and the label vocabulary."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, tokenizer_url: str, num_buckets: int,
+                 validation_buckets: int, fixed_labels: Sequence[str] | None, spill_dir: str | None) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._encode = EncodeLabelledFn(cfg, tokenizer_url, tokenizer.sha256, cls_id=int(tokenizer.special.cls),  # type: ignore[arg-type]
+                                        sep_id=int(tokenizer.special.sep))  # type: ignore[arg-type]
+        self._route = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
+                           validation_fraction=cfg.output.validation_fraction, spill_dir=spill_dir)
+        self._fixed = fixed_labels
+
+    def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
+        encoded = batches | "EncodeLabelled" >> beam.ParDo(self._encode)
+        keyed = encoded | "RouteLabelled" >> beam.ParDo(RouteLabelledFn(**self._route))
+        summaries = (
+            (batches | "ReadSummaries" >> beam.Map(Batch.summary),
+             encoded | "EncodeSummaries" >> beam.Map(Batch.summary))
+            | "Summaries" >> beam.Flatten()
+        )
+        labels = batches | "LabelVocabulary" >> LabelVocabulary(self._fixed)
+        return keyed, summaries, labels
