@@ -41,11 +41,15 @@ on 128-token rows), so after five the total is within 0.1% of the budget on aver
 
 
 def num_to_mask(n_maskable: np.ndarray | int, config: MaskingConfig) -> np.ndarray:
-    """How many tokens each row should predict, as Google's ``create_masked_lm_predictions``.
+    """How many tokens each row should predict: ``round(probability * n)`` of its ``n``
+    *maskable* tokens (special tokens and padding excluded; Python's half-to-even rounding), at
+    least 1 for a row with any maskable token (a row without a target gives the loss nothing),
+    at most ``max_predictions``.
 
-    ``round(probability * n)`` (Python's half-to-even rounding), at least 1 for a row with any
-    maskable token (a row without a target gives the loss nothing), at most
-    ``max_predictions``.
+    Google's ``create_masked_lm_predictions`` takes ``round(probability * len(tokens))`` over
+    the whole row, its [CLS] and [SEP]s included, though they can never be chosen. Counting
+    only what can be chosen makes the masked share of real tokens exactly ``probability``; on
+    full rows the two agree (a 128-token pair row has 125 maskable tokens: 19 either way).
 
     >>> num_to_mask(np.array([0, 3, 10, 200]), MaskingConfig(max_predictions=20)).tolist()
     [0, 1, 2, 20]

@@ -21,7 +21,7 @@ from mlm_data.dataset.manifest import (
     write_manifest,
 )
 from mlm_data.dataset.schema import SCHEMA_VERSION
-from mlm_data.dataset.shards import shard_name, split_points, write_shard
+from mlm_data.dataset.shards import IpcFormat, shard_name, split_points, write_shard
 from mlm_data.errors import DatasetError, InputError
 from mlm_data.instances.bucket_rows import BucketRows, build_rows
 from mlm_data.reading.document_reader import FileProblem
@@ -49,17 +49,19 @@ class WriteShardsFn(beam.DoFn):
     """Writes a bucket's rows as shards of about the target size, straight to their final,
     deterministic names; a retried bundle rewrites the same bytes to the same names."""
 
-    def __init__(self, root: str, target_bytes: int, id_itemsize: int) -> None:
+    def __init__(self, root: str, target_bytes: int, id_itemsize: int, ipc_format: IpcFormat) -> None:
         self._root = root
         self._target = target_bytes
         self._itemsize = id_itemsize
+        self._ipc_format = ipc_format
 
     def process(self, element: tuple[tuple[str, int], BucketRows]) -> Iterator[dict[str, Any]]:
         (split, bucket), rows = element
         row_bytes = rows.row_tokens * (self._itemsize + 0.125) + 16
         entries = []
         for part, (lo, hi) in enumerate(split_points(row_bytes, self._target)):
-            written = write_shard(self._root, shard_name(split, bucket, part), rows.table.slice(lo, hi - lo))
+            written = write_shard(self._root, shard_name(split, bucket, part), rows.table.slice(lo, hi - lo),
+                                  ipc_format=self._ipc_format)
             entries.append(ShardEntry(path=written.path, split=split, num_rows=written.num_rows,
                                       num_tokens=int(rows.row_tokens[lo:hi].sum()), num_bytes=written.num_bytes,
                                       sha256=written.sha256))
@@ -108,6 +110,7 @@ class WriteManifestFn(beam.DoFn):
             task=cfg.instances.task,
             schema_version=SCHEMA_VERSION,
             id_dtype=self._id_dtype,
+            ipc_format=cfg.output.ipc_format,
             max_seq_length=cfg.instances.max_seq_length,
             static_masking=cfg.masking.enabled,
             tokenizer=self._tokenizer.as_manifest("tokenizer.json"),
@@ -166,7 +169,7 @@ class WriteDataset(beam.PTransform):
             | "CreateRows" >> beam.ParDo(self._create_rows, labels)
             | "WriteShards" >> beam.ParDo(
                 WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes,
-                              np.dtype(self._id_type.to_pandas_dtype()).itemsize))
+                              np.dtype(self._id_type.to_pandas_dtype()).itemsize, cfg.output.ipc_format))
         )
         pbegin = keyed.pipeline
         return (

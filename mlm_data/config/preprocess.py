@@ -141,7 +141,8 @@ class MaskingConfig:
     """Masked-language-model corruption, shared by static (pipeline) and dynamic (loader) masking."""
 
     probability: float = 0.15
-    """Fraction of maskable tokens chosen for prediction."""
+    """Fraction of a row's maskable tokens (special tokens and padding are not) chosen for
+    prediction: ``round(probability x maskable)``, at least 1, at most ``max_predictions``."""
     mask_token_fraction: float = 0.8
     """Of the chosen tokens, the share replaced by the mask token."""
     random_token_fraction: float = 0.1
@@ -224,6 +225,10 @@ class OutputConfig:
     """Share of documents (by stable hash) set aside as a ``validation`` split."""
     overwrite: bool = False
     """Replace an existing dataset at the output path (its manifest is removed first)."""
+    ipc_format: Literal["stream", "file"] = "stream"
+    """Arrow IPC framing of the shards: ``stream`` (what HF ``datasets.Dataset.from_file``
+    needs) or ``file`` (Feather v2: what ``pyarrow.dataset``, polars ``scan_ipc``, pandas
+    ``read_feather`` and DuckDB read). The project's own readers take both."""
 
     def __post_init__(self) -> None:
         errors = []

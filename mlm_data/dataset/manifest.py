@@ -16,6 +16,7 @@ from typing import Any
 
 from mlm_data import storage
 from mlm_data.dataset.schema import TASKS, check_schema_version
+from mlm_data.dataset.shards import IPC_FORMATS
 from mlm_data.errors import DatasetError
 
 MANIFEST_NAME = "manifest.json"
@@ -80,6 +81,12 @@ class Manifest:
         return int(self.data["max_seq_length"])
 
     @property
+    def ipc_format(self) -> str:
+        """How the shards are framed (``stream`` or ``file``); manifests from before the
+        choice existed are ``stream``."""
+        return str(self.data.get("ipc_format", "stream"))
+
+    @property
     def static_masking(self) -> bool:
         return bool(self.data.get("static_masking", False))
 
@@ -127,6 +134,9 @@ class Manifest:
             raise DatasetError(f"{source}: manifest lacks {', '.join(missing)}; re-create the dataset")
         if data["task"] not in TASKS:
             raise DatasetError(f"{source}: unknown task {data['task']!r}; this mlm-data knows {', '.join(TASKS)}")
+        if data.get("ipc_format", "stream") not in IPC_FORMATS:
+            raise DatasetError(f"{source}: unknown shard ipc_format {data['ipc_format']!r}; this mlm-data reads "
+                               f"{' and '.join(IPC_FORMATS)}")
         shards = []
         for i, s in enumerate(data["shards"]):
             try:
@@ -146,8 +156,28 @@ class Manifest:
 
 def write_manifest(root: str, data: Mapping[str, Any]) -> None:
     """Publish the manifest in one step (the dataset becomes visible to readers only now)."""
-    body = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    storage.write_bytes(storage.join(root, MANIFEST_NAME), body.encode("utf-8"))
+    storage.write_bytes(storage.join(root, MANIFEST_NAME), (to_json(data) + "\n").encode("utf-8"))
+
+
+def to_json(value: Any, indent: str = "") -> str:
+    """JSON indented by two spaces per level, except that a list of plain values stays on one
+    line: a histogram's 130 counts read as one row, not 130 lines.
+
+    >>> print(to_json({"a": [1, 2], "b": {"c": "x"}}))
+    {
+      "a": [1, 2],
+      "b": {
+        "c": "x"
+      }
+    }
+    """
+    inner = indent + "  "
+    if isinstance(value, Mapping) and value:
+        items = (f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {to_json(v, inner)}" for k, v in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        return "[\n" + ",\n".join(inner + to_json(v, inner) for v in value) + f"\n{indent}]"
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def summarize_stats(split_stats: Mapping[str, Any], *, max_seq_length: int) -> dict[str, Any]:
@@ -173,6 +203,7 @@ def build_manifest_data(
     task: str,
     schema_version: int,
     id_dtype: str,
+    ipc_format: str = "stream",
     max_seq_length: int,
     static_masking: bool,
     tokenizer: Mapping[str, Any],
@@ -199,6 +230,7 @@ def build_manifest_data(
         "task": task,
         "created_by": created_by,
         "id_dtype": id_dtype,
+        "ipc_format": ipc_format,
         "max_seq_length": max_seq_length,
         "static_masking": static_masking,
         "tokenizer": dict(tokenizer),

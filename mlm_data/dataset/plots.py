@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from mlm_data.errors import ConfigError
 
@@ -17,7 +19,11 @@ _TITLES = {
 
 
 def plot_stats(stats: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[str]:
-    """Write one PNG per histogram (all splits overlaid) and return the paths written."""
+    """Write one PNG per histogram and return the paths written.
+
+    Splits are drawn as shares of their own total (a 21-row validation split next to 8,634
+    training rows would be invisible as raw counts), and the x axis ends where the data does.
+    """
     try:
         import matplotlib
 
@@ -28,18 +34,21 @@ def plot_stats(stats: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[str
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for key, title in _TITLES.items():
-        present = {split: st[key] for split, st in stats.items() if key in st}
+        present = {split: st[key] for split, st in stats.items() if key in st and sum(st[key]["counts"])}
         if not present:
             continue
         fig, ax = plt.subplots(figsize=(7, 4))
         for split, hist in present.items():
-            edges, counts = hist["edges"], hist["counts"]
-            lefts, widths = edges[:-1], [max(1, b - a) for a, b in zip(edges[:-1], edges[1:])]
-            ax.bar(lefts, counts, width=widths, align="edge", alpha=0.6, label=split, edgecolor="black", linewidth=0.3)
+            counts = np.asarray(hist["counts"], dtype=np.float64)
+            edges = np.asarray(hist["edges"], dtype=np.float64)
+            ax.stairs(100.0 * counts / counts.sum(), edges, fill=True, alpha=0.35,
+                      label=f"{split} ({int(counts.sum()):,})")
+        lo, hi = data_range(present.values())
         if key == "tokens_per_document":
             ax.set_xscale("symlog", base=2)
+        ax.set_xlim(lo, hi)
         ax.set_title(title)
-        ax.set_ylabel("count")
+        ax.set_ylabel("% of the split")
         ax.legend()
         fig.tight_layout()
         path = os.path.join(out_dir, f"{key}.png")
@@ -47,3 +56,19 @@ def plot_stats(stats: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[str
         plt.close(fig)
         written.append(path)
     return written
+
+
+def data_range(hists: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
+    """From the left edge of the first non-empty bin to the right edge of the last one, over
+    all the histograms given.
+
+    >>> data_range([{"edges": [0, 1, 2, 4, 8], "counts": [0, 3, 1, 0]}])
+    (1.0, 4.0)
+    """
+    lo, hi = np.inf, -np.inf
+    for hist in hists:
+        counts, edges = np.asarray(hist["counts"]), np.asarray(hist["edges"], dtype=np.float64)
+        used = np.flatnonzero(counts)
+        if len(used):
+            lo, hi = min(lo, edges[used[0]]), max(hi, edges[used[-1] + 1])
+    return float(lo), float(hi)

@@ -1,15 +1,20 @@
-"""Shard files: Arrow IPC streams, written whole and published in one step, read with checks.
+"""Shard files: Arrow IPC, written whole and published in one step, read with checks.
 
-A shard is the IPC *stream* format (what ``datasets.Dataset.from_file`` and
-``pyarrow.ipc.open_stream`` read). The writer encodes it in memory, hashes it, and publishes it
-with a single write, so a shard object either exists complete or not at all. The reader
-re-hashes what it fetched and refuses a shard whose size or sha256 differs from the manifest.
+A shard is Arrow IPC in one of its two framings (``output.ipc_format``): the *stream* format
+(the default: what ``datasets.Dataset.from_file`` and ``pyarrow.ipc.open_stream`` read) or the
+*file* format (Feather v2: what ``pyarrow.dataset``, polars' ``scan_ipc``, pandas'
+``read_feather`` and DuckDB through pyarrow read). Both carry the same record batches; our own
+readers tell them apart by their first bytes, so every reader of the project takes either.
+The writer encodes a shard in memory, hashes it, and publishes it with a single write, so a
+shard object either exists complete or not at all. The reader re-hashes what it fetched and
+refuses a shard whose size or sha256 differs from the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +26,11 @@ from mlm_data.errors import DatasetError
 #: that per-batch overhead is negligible.
 ROWS_PER_BATCH = 8192
 
+IpcFormat = Literal["stream", "file"]
+IPC_FORMATS: tuple[str, ...] = ("stream", "file")
+#: The IPC file format opens with this magic (the stream format with a 0xFFFFFFFF marker).
+_FILE_MAGIC = b"ARROW1"
+
 
 def list_array(values: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     """An Arrow list column from flat values and int64 row offsets (no per-row Python)."""
@@ -30,20 +40,32 @@ def list_array(values: np.ndarray, offsets: np.ndarray, value_type: pa.DataType)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), vals)
 
 
-def encode_table(table: pa.Table) -> bytes:
-    """Serialise ``table`` as an IPC stream of ``ROWS_PER_BATCH``-row record batches."""
+def encode_table(table: pa.Table, *, ipc_format: IpcFormat = "stream") -> bytes:
+    """Serialise ``table`` as Arrow IPC (stream or file framing) of ``ROWS_PER_BATCH``-row
+    record batches."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    new_writer = pa.ipc.new_file if ipc_format == "file" else pa.ipc.new_stream
+    with new_writer(sink, table.schema) as writer:
         for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
             writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
 
+def ipc_format_of(data: bytes | pa.Buffer) -> IpcFormat:
+    """Which IPC framing ``data`` uses, from its first bytes."""
+    head = bytes(memoryview(data)[: len(_FILE_MAGIC)])
+    return "file" if head == _FILE_MAGIC else "stream"
+
+
 def decode_table(data: bytes | pa.Buffer, *, source: str) -> pa.Table:
+    """The table in ``data``, whichever IPC framing it uses (zero-copy over a mapped buffer)."""
+    buffer = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
-        return pa.ipc.open_stream(pa.py_buffer(data) if isinstance(data, bytes) else data).read_all()
+        if ipc_format_of(buffer) == "file":
+            return pa.ipc.open_file(buffer).read_all()
+        return pa.ipc.open_stream(buffer).read_all()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
-        raise DatasetError(f"{source}: not a readable Arrow IPC stream ({e}); re-create the dataset") from None
+        raise DatasetError(f"{source}: not a readable Arrow IPC shard ({e}); re-create the dataset") from None
 
 
 def split_points(row_bytes: np.ndarray, target_bytes: int) -> list[tuple[int, int]]:
@@ -78,8 +100,8 @@ class WrittenShard:
     sha256: str
 
 
-def write_shard(root: str, rel_path: str, table: pa.Table) -> WrittenShard:
-    data = encode_table(table)
+def write_shard(root: str, rel_path: str, table: pa.Table, *, ipc_format: IpcFormat = "stream") -> WrittenShard:
+    data = encode_table(table, ipc_format=ipc_format)
     storage.write_bytes(storage.join(root, rel_path), data)
     return WrittenShard(rel_path, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 

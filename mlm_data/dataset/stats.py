@@ -26,6 +26,15 @@ def length_edges(max_seq_length: int, bins: int = 16) -> list[int]:
     return edges + [max_seq_length + 1]
 
 
+def integer_edges(max_value: int) -> list[int]:
+    """One bin per integer from 0 to ``max_value``, so quantiles of integer lengths are exact.
+
+    >>> integer_edges(3)
+    [0, 1, 2, 3, 4]
+    """
+    return list(range(max_value + 2))
+
+
 def histogram(values: np.ndarray, edges: list[int]) -> dict[str, Any]:
     """Counts of ``values`` in ``[edges[i], edges[i+1])``; values past the last edge go last."""
     idx = np.searchsorted(np.asarray(edges[1:]), np.asarray(values), side="right")
@@ -68,7 +77,14 @@ def _add(a: Any, b: Any, key: str) -> Any:
 
 
 def histogram_quantile(hist: Mapping[str, Any], q: float) -> float:
-    """Approximate quantile from a histogram (linear inside the bin)."""
+    """The ``q`` quantile of the values a histogram counts.
+
+    Exact where every bin holds one integer (``integer_edges``): the smallest value with at
+    least ``q`` of the counts at or below it. Otherwise approximate, linear inside the bin.
+
+    >>> histogram_quantile(histogram(np.array([3, 4, 4, 4]), integer_edges(4)), 0.5)
+    4.0
+    """
     counts = np.asarray(hist["counts"], dtype=np.float64)
     edges = np.asarray(hist["edges"], dtype=np.float64)
     total = counts.sum()
@@ -77,6 +93,8 @@ def histogram_quantile(hist: Mapping[str, Any], q: float) -> float:
     cum = np.cumsum(counts)
     i = int(np.searchsorted(cum, q * total))
     i = min(i, len(counts) - 1)
+    if np.all(np.diff(edges) == 1):
+        return float(edges[i])
     before = cum[i - 1] if i else 0.0
     frac = (q * total - before) / counts[i] if counts[i] else 0.0
     return float(edges[i] + frac * (edges[i + 1] - edges[i]))

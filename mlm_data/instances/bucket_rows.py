@@ -83,7 +83,7 @@ def build_rows(
         raise ValueError(f"build_rows does not handle task {task!r}")
     counts.drop(accounting.NO_INSTANCES, int((~has_row).sum()))
     counts.written = int(has_row.sum())
-    st["sequence_length"] = stats.histogram(lengths, stats.length_edges(max_len))
+    st["sequence_length"] = stats.histogram(lengths, stats.integer_edges(max_len))
     st["tokens_per_document"] = stats.histogram(docs.doc_num_tokens()[has_row], stats.DOC_TOKEN_EDGES)
     st["rows"] = int(table.num_rows)
     st["tokens"] = int(lengths.sum())

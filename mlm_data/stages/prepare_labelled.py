@@ -85,7 +85,7 @@ def build_labelled_rows(parts: Sequence[pa.Table], *, task: str, vocabulary: Seq
     st: dict[str, Any] = {
         "rows": int(table.num_rows),
         "tokens": int(lengths.sum()),
-        "sequence_length": stats.histogram(lengths, stats.length_edges(max_seq_length)),
+        "sequence_length": stats.histogram(lengths, stats.integer_edges(max_seq_length)),
         "label_counts": {name: int(n) for name, n in zip(vocabulary, label_counts)},
     }
     if task == "sequence_classification":
