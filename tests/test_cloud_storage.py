@@ -295,8 +295,8 @@ def test_failed_run_leaves_no_manifest_and_the_rerun_cleans_up(s3, small_corpus,
         s3.put(f"ds/{name}", data)
     real_write_shard = pipelines.write.write_shard
 
-    def write_then_fail(root, rel_path, table):
-        written = real_write_shard(root, rel_path, table)
+    def write_then_fail(root, rel_path, table, **kwargs):
+        written = real_write_shard(root, rel_path, table, **kwargs)
         if rel_path == "train/shard-00003-000.arrow":
             raise RuntimeError("worker lost after writing its shard")
         return written

@@ -74,8 +74,8 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
     calls: Counter[str] = Counter()
     real_write_shard, real_write_manifest = pipelines.write.write_shard, pipelines.write.write_manifest
 
-    def write_shard_then_fail_once(root, rel_path, table):
-        written = real_write_shard(root, rel_path, table)
+    def write_shard_then_fail_once(root, rel_path, table, **kwargs):
+        written = real_write_shard(root, rel_path, table, **kwargs)
         calls[rel_path] += 1
         if rel_path == victim and calls[rel_path] == 1:
             raise RuntimeError(f"injected: worker lost after writing {rel_path}")
