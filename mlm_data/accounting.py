@@ -20,6 +20,17 @@ EMPTY = "empty"
 DOCUMENT_TOO_SHORT = "document_too_short"
 DOCUMENT_TOO_LONG = "document_too_long"
 DUPLICATE = "duplicate"
+NEAR_DUPLICATE = "near_duplicate"
+#: Quality filter rules, named after their ``filters.*`` config fields (a test checks they
+#: agree); a document failing one is counted as ``filter.<rule>``.
+FILTER_RULES = (
+    "min_words", "max_words", "min_mean_word_length", "max_mean_word_length", "min_alpha_fraction",
+    "max_symbol_fraction", "min_lines_ending_in_punctuation", "max_duplicate_line_fraction",
+    "max_duplicate_line_char_fraction", "max_duplicate_paragraph_fraction",
+    "max_duplicate_paragraph_char_fraction", "max_top_ngram_char_fraction",
+    "max_duplicate_ngram_char_fraction", "min_stop_words", "languages",
+)
+FILTER_REASONS = tuple(f"filter.{rule}" for rule in FILTER_RULES)
 # Instance creation
 NO_TOKENS = "no_tokens"
 NO_INSTANCES = "no_instances"
@@ -30,7 +41,8 @@ INVALID_RECORD = "invalid_record"
 
 DROP_REASONS = (
     INVALID_UTF8, INVALID_JSON, MISSING_TEXT, EMPTY, DOCUMENT_TOO_SHORT, DOCUMENT_TOO_LONG,
-    DUPLICATE, NO_TOKENS, NO_INSTANCES, LABEL_MISMATCH, UNKNOWN_LABEL, INVALID_RECORD,
+    DUPLICATE, NEAR_DUPLICATE, *FILTER_REASONS, NO_TOKENS, NO_INSTANCES, LABEL_MISMATCH, UNKNOWN_LABEL,
+    INVALID_RECORD,
 )
 
 # File-level outcomes (a file is not a document: these are listed by name in the manifest)

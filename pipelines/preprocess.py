@@ -38,6 +38,7 @@ from mlm_data.text.tokenizer import (
 )
 from pipelines.document_stages import PrepareDocuments
 from pipelines.labelled_stages import CreateLabelledRowsFn, PrepareLabelled
+from pipelines.quality import QualityStages
 from pipelines.read import ReadDocuments
 from pipelines.runner import (
     describe_runner,
@@ -191,6 +192,7 @@ def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Seq
                 validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels, spill_dir=spill_dir)
             create_rows: beam.DoFn = CreateLabelledRowsFn(cfg, info)
         else:
+            batches = batches | "Quality" >> QualityStages(cfg, spill_dir=spill_dir)
             keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
                 clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256,
                 num_buckets=plan.num_buckets, validation_buckets=plan.validation_buckets,

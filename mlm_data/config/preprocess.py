@@ -7,7 +7,7 @@ config is stored in the dataset manifest, so a dataset always says how it was ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from mlm_data.config.loading import apply_overrides, check, from_dict, load_yaml
@@ -242,6 +242,145 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DedupConfig:
+    """Near-duplicate removal with MinHash LSH (``mlm_data/quality``); exact de-duplication
+    stays ``clean.deduplicate``. Off by default."""
+
+    near_duplicates: bool = False
+    """Drop documents whose word n-gram sets overlap another document's by at least
+    ``jaccard_threshold``; in each group of near-duplicates the smallest id is kept and the
+    others are counted as ``near_duplicate`` (or ``duplicate`` when identical to the kept one)."""
+    jaccard_threshold: float = 0.8
+    """Estimated Jaccard similarity of two documents' shingle sets above which they are
+    near-duplicates. With 5-word shingles, 1 % of words changed gives about 0.91, 2 % about
+    0.82, 5 % about 0.63: lower it to about 0.5 to catch copies with 5 % of words edited."""
+    ngram: int = 5
+    """Shingle size in words (after lowercasing and removing punctuation)."""
+    num_perm: int = 128
+    """MinHash signature length (hash functions); more is more exact and slower."""
+    bands: int = 0
+    """LSH bands; 0 = chosen with ``rows`` from the threshold (the split of ``num_perm`` that
+    minimises the false-positive plus false-negative area under the LSH S-curve)."""
+    rows: int = 0
+    """LSH rows per band (``bands * rows <= num_perm``); 0 = chosen with ``bands``."""
+    max_rounds: int = 8
+    """Rounds of the connected-components step (each two shuffles of the similarity edges).
+    Components that would need more rounds keep more than one document, never fewer."""
+    write_clusters: str | None = None
+    """Debug: write ``{"id", "kept", "reason"}`` for every dropped document to this JSONL file."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        if not 0.0 < self.jaccard_threshold <= 1.0:
+            errors.append(f"jaccard_threshold: must be in (0, 1], found {self.jaccard_threshold}")
+        if not 1 <= self.ngram <= 32:
+            errors.append(f"ngram: must be between 1 and 32, found {self.ngram}")
+        if not 8 <= self.num_perm <= 1024:
+            errors.append(f"num_perm: must be between 8 and 1024, found {self.num_perm}")
+        if (self.bands == 0) != (self.rows == 0):
+            errors.append(f"bands and rows: give both or neither (0 = automatic), found {self.bands} and {self.rows}")
+        elif self.bands < 0 or self.rows < 0 or self.bands * self.rows > self.num_perm:
+            errors.append(f"bands * rows: must be positive and at most num_perm ({self.num_perm}), "
+                          f"found {self.bands} * {self.rows}")
+        if not 1 <= self.max_rounds <= 64:
+            errors.append(f"max_rounds: must be between 1 and 64, found {self.max_rounds}")
+        check(errors)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Rule-based quality filters (``mlm_data/quality/filters.py``), each off until given a
+    value. A dropped document is counted as ``filter.<field>`` for the first rule it fails, in
+    the order below. Words are whitespace-separated tokens; the n-gram rules use lowercased
+    words without punctuation; lines are the document's lines after cleaning; paragraphs are
+    blank-line-separated blocks of the input text."""
+
+    min_words: int | None = None
+    """Fewer words than this: dropped."""
+    max_words: int | None = None
+    """More words than this: dropped."""
+    min_mean_word_length: float | None = None
+    """Mean word length (characters) below this: dropped (Gopher: 3)."""
+    max_mean_word_length: float | None = None
+    """Mean word length above this: dropped (Gopher: 10)."""
+    min_alpha_fraction: float | None = None
+    """Share of non-space characters that are letters below this: dropped."""
+    max_symbol_fraction: float | None = None
+    """Share of non-space characters that are not letters, digits, marks or prose punctuation
+    (``# { } < > | \\ _ [ ] * ^ ~ = +``, symbols, emoji) above this: dropped."""
+    min_lines_ending_in_punctuation: float | None = None
+    """Share of lines ending in terminal punctuation (. ! ? : ; … or a closing quote or
+    bracket after one) below this: dropped."""
+    max_duplicate_line_fraction: float | None = None
+    """Share of lines that repeat an earlier line of the document above this: dropped (Gopher: 0.3)."""
+    max_duplicate_line_char_fraction: float | None = None
+    """Share of characters in repeated lines above this: dropped (Gopher: 0.2)."""
+    max_duplicate_paragraph_fraction: float | None = None
+    """Share of paragraphs that repeat an earlier one above this: dropped (Gopher: 0.3)."""
+    max_duplicate_paragraph_char_fraction: float | None = None
+    """Share of characters in repeated paragraphs above this: dropped (Gopher: 0.2)."""
+    max_top_ngram_char_fraction: dict[int, float] = field(default_factory=dict)
+    """``{n: limit}``: share of word characters covered by the most repeated n-gram above the
+    limit: dropped (Gopher: ``{2: 0.2, 3: 0.18, 4: 0.16}``)."""
+    max_duplicate_ngram_char_fraction: dict[int, float] = field(default_factory=dict)
+    """``{n: limit}``: share of word characters inside n-grams that occur earlier in the
+    document above the limit: dropped (Gopher: ``{5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.1}``)."""
+    min_stop_words: int | None = None
+    """Fewer occurrences of common English function words (a built-in list of 34) than this:
+    dropped (Gopher: 2 of its 8)."""
+    languages: tuple[str, ...] = ()
+    """ISO 639-1 codes (``[en]``): documents whose most likely language (py3langid, whose
+    model ships inside the package) is another, or below ``min_language_score``, are dropped."""
+    min_language_score: float = 0.5
+    """Language rule: the lowest accepted probability of the detected language."""
+    language_sample_chars: int = 2000
+    """Language rule: characters from the start of the document that are classified (the
+    detector walks text byte by byte in Python, about 1.5 µs per byte)."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("min_words", "max_words", "min_stop_words"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                errors.append(f"{name}: must be >= 0 or null, found {v}")
+        for name in ("min_alpha_fraction", "max_symbol_fraction", "min_lines_ending_in_punctuation",
+                     "max_duplicate_line_fraction", "max_duplicate_line_char_fraction",
+                     "max_duplicate_paragraph_fraction", "max_duplicate_paragraph_char_fraction"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                errors.append(f"{name}: must be between 0 and 1 or null, found {v}")
+        for name in ("min_mean_word_length", "max_mean_word_length"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                errors.append(f"{name}: must be >= 0 or null, found {v}")
+        for name in ("max_top_ngram_char_fraction", "max_duplicate_ngram_char_fraction"):
+            normal: dict[int, float] = {}
+            for k, v in getattr(self, name).items():
+                n = int(k) if isinstance(k, int) or (isinstance(k, str) and k.isdigit()) else -1
+                if not 1 <= n <= 32:
+                    errors.append(f"{name}: keys are n-gram sizes between 1 and 32, found {k!r}")
+                elif not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+                    errors.append(f"{name}.{k}: must be a number between 0 and 1, found {v!r}")
+                else:
+                    normal[n] = float(v)
+            object.__setattr__(self, name, dict(sorted(normal.items())))
+        if not 0.0 <= self.min_language_score <= 1.0:
+            errors.append(f"min_language_score: must be between 0 and 1, found {self.min_language_score}")
+        if self.language_sample_chars < 1:
+            errors.append(f"language_sample_chars: must be positive, found {self.language_sample_chars}")
+        if self.languages:
+            from mlm_data.quality.language import language_problems
+
+            errors.extend(language_problems(self.languages))
+        check(errors)
+
+    def enabled(self) -> bool:
+        """Whether any rule is on."""
+        return any(getattr(self, f.name) not in (None, (), {}) for f in fields(self)
+                   if f.name not in ("min_language_score", "language_sample_chars"))
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     seed: int = 12345
     """Root of every random choice; the same input, config and seed give identical bytes."""
@@ -259,6 +398,10 @@ class PreprocessConfig:
     """Label vocabulary and alignment (token and sequence classification)."""
     output: OutputConfig = field(default_factory=OutputConfig)
     """Where and how shards are written."""
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    """Rule-based quality filters, all off by default (run after cleaning, before near-dedup)."""
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Near-duplicate removal (MinHash LSH), off by default."""
 
     def __post_init__(self) -> None:
         errors = []
@@ -266,6 +409,12 @@ class PreprocessConfig:
             errors.append(f"masking.enabled: static masking applies to MLM tasks, not {self.instances.task!r}")
         if self.instances.task == "token_classification" and self.labels.stride >= self.instances.max_seq_length - 2:
             errors.append(f"labels.stride: must be below max_seq_length - 2, found {self.labels.stride}")
+        if self.instances.task in ("token_classification", "sequence_classification"):
+            if self.dedup.near_duplicates:
+                errors.append("dedup.near_duplicates: applies to text corpora, not to labelled data "
+                              f"(task {self.instances.task!r})")
+            if self.filters.enabled():
+                errors.append(f"filters: apply to text corpora, not to labelled data (task {self.instances.task!r})")
         check(errors)
 
     def require_paths(self, *, source: str) -> None:

@@ -1,0 +1,199 @@
+"""NearDedup: MinHash LSH near-duplicate removal as Beam stages over document batches.
+
+    batches ─┬─ Sign ─► (band key, member) ─ GroupByKey ─ VerifyBuckets ─► edges
+             │            edges ─ (LargeStar ─ SmallStar) × max_rounds ─ Decide ─► (batch key, drop)
+             └─ StoreBatches ─► (batch key, batch) ───────────── CoGroupByKey ─ ApplyDrops ─► batches
+
+Every step is a ParDo or a GroupByKey, so it runs on any Beam runner; nothing is collected in
+the driver. A band bucket, a node's neighbours and one batch with its drops are the largest
+things a worker holds. On local runners, whose GroupByKey keeps everything in memory, the
+batches and the signatures are spilled to scratch files and only their paths are shuffled
+(as ``pipelines.shuffle`` does for the bucket stage). Each output batch is its input batch
+less the dropped documents, with the drops added to its tallies, so the accounting still
+rides with the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from mlm_data import storage
+from mlm_data.config.preprocess import CleanConfig, DedupConfig
+from mlm_data.quality.clusters import Edge, Node, label, large_star, small_star, verify_bucket
+from mlm_data.quality.near_dedup import MinHasher, apply_drops, batch_key, drop_reason
+from pipelines.counters import report
+from pipelines.read import Batch
+
+SigRef = bytes | tuple[str, int]
+
+
+def _spill(data: bytes, spill_dir: str, suffix: str) -> str:
+    """Write ``data`` to a content-named file in ``spill_dir`` (a retry rewrites the same name)."""
+    path = os.path.join(spill_dir, hashlib.sha256(data).hexdigest()[:32] + suffix)
+    if not os.path.exists(path):
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return path
+
+
+class SignFn(beam.DoFn):
+    """One ``(band key, (node, signature))`` per band per document."""
+
+    def __init__(self, dedup: DedupConfig, clean: CleanConfig, seed: int, spill_dir: str | None) -> None:
+        self._dedup, self._clean, self._seed, self._spill_dir = dedup, clean, seed, spill_dir
+
+    def setup(self) -> None:
+        self._hasher = MinHasher(self._dedup, self._seed)
+
+    def process(self, batch: Batch) -> Iterator[tuple[int, tuple[Node, SigRef]]]:
+        signed = self._hasher.sign(batch.items, self._clean)
+        if not signed.nodes:
+            return
+        refs: list[SigRef]
+        if self._spill_dir is None:
+            refs = [row.tobytes() for row in signed.sigs]
+        else:
+            path = _spill(np.ascontiguousarray(signed.sigs).tobytes(), self._spill_dir, ".sig")
+            refs = [(path, i) for i in range(len(signed.nodes))]
+        keys = signed.keys.tolist()
+        for node, ref, row in zip(signed.nodes, refs, keys):
+            for key in row:
+                yield key, (node, ref)
+
+
+class VerifyBucketFn(beam.DoFn):
+    """Edges ``(hi, lo)`` between the members of one band bucket that pass verification."""
+
+    def __init__(self, threshold: float, num_perm: int) -> None:
+        self._threshold, self._num_perm = threshold, num_perm
+
+    def setup(self) -> None:
+        self._files: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _load(self, ref: SigRef) -> np.ndarray:
+        if isinstance(ref, bytes):
+            return np.frombuffer(ref, dtype=np.uint32)
+        path, row = ref
+        sigs = self._files.get(path)
+        if sigs is None:
+            sigs = np.memmap(path, dtype=np.uint32, mode="r").reshape(-1, self._num_perm)
+            self._files[path] = sigs
+            if len(self._files) > 64:
+                self._files.popitem(last=False)
+        return np.asarray(sigs[row])
+
+    def process(self, element: tuple[int, Iterable[tuple[Node, SigRef]]]) -> Iterator[Edge]:
+        _, members = element
+        by_node = dict(members)
+        if len(by_node) < 2:
+            return
+        nodes = sorted(by_node)
+        sigs = np.stack([self._load(by_node[n]) for n in nodes])
+        for centre, member in verify_bucket(sigs, self._threshold):
+            yield nodes[member], nodes[centre]
+
+
+def _both_ways(edge: Edge) -> Iterator[tuple[Node, Node]]:
+    hi, lo = edge
+    yield hi, lo
+    yield lo, hi
+
+
+def _large_star(element: tuple[Node, Iterable[Node]]) -> list[Edge]:
+    return large_star(element[0], element[1])
+
+
+def _small_star(element: tuple[Node, Iterable[Node]]) -> list[Edge]:
+    return small_star(element[0], element[1])
+
+
+def _decide(element: tuple[Node, Iterable[Node]]) -> tuple[str, tuple[str, str, str]]:
+    node, smaller = element
+    kept = label(smaller)
+    return node[1], (node[0], drop_reason(node, kept), kept[0])
+
+
+class StoreBatchFn(beam.DoFn):
+    def __init__(self, spill_dir: str | None) -> None:
+        self._spill_dir = spill_dir
+
+    def process(self, batch: Batch) -> Iterator[tuple[str, Batch | str]]:
+        key = batch_key(batch.items)
+        if self._spill_dir is None:
+            yield key, batch
+        else:
+            yield key, _spill(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), self._spill_dir, ".batch")
+
+
+class ApplyDropsFn(beam.DoFn):
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Batch]:
+        _, grouped = element
+        drops = {doc_id: reason for doc_id, reason, _ in grouped["drops"]}
+        for stored in grouped["batch"]:
+            if isinstance(stored, str):
+                with open(stored, "rb") as f:
+                    stored = pickle.loads(f.read())
+            kept, counts = apply_drops(stored.items, drops)
+            report(counts)
+            yield Batch(items=kept, counts=stored.counts + counts, problems=stored.problems, facts=stored.facts)
+
+
+class WriteClustersFn(beam.DoFn):
+    """The debug file: one JSON line per dropped document, sorted by id."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def process(self, decisions: list[tuple[str, tuple[str, str, str]]]) -> Iterator[None]:
+        lines = [json.dumps({"id": d, "kept": kept, "reason": reason}, ensure_ascii=False)
+                 for d, reason, kept in sorted(v for _, v in decisions)]
+        storage.write_bytes(self._path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+        return iter(())
+
+
+class NearDedup(beam.PTransform):
+    """Batches → the same batches without near-duplicates (see the module docstring)."""
+
+    def __init__(self, dedup: DedupConfig, clean: CleanConfig, *, seed: int, spill_dir: str | None) -> None:
+        super().__init__()
+        self._dedup, self._clean, self._seed, self._spill_dir = dedup, clean, seed, spill_dir
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        cfg = self._dedup
+        edges = (
+            batches
+            | "Sign" >> beam.ParDo(SignFn(cfg, self._clean, self._seed, self._spill_dir))
+            | "GroupBands" >> beam.GroupByKey()
+            | "VerifyBuckets" >> beam.ParDo(VerifyBucketFn(cfg.jaccard_threshold, cfg.num_perm))
+        )
+        for r in range(cfg.max_rounds):
+            edges = (
+                edges
+                | f"LargeStarEdges{r}" >> beam.FlatMap(_both_ways)
+                | f"LargeStarGroup{r}" >> beam.GroupByKey()
+                | f"LargeStar{r}" >> beam.FlatMap(_large_star)
+                | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                | f"SmallStar{r}" >> beam.FlatMap(_small_star)
+            )
+        decisions = edges | "GroupByLarger" >> beam.GroupByKey() | "Decide" >> beam.Map(_decide)
+        if cfg.write_clusters:
+            _ = (decisions | "CollectClusters" >> beam.combiners.ToList()
+                 | "WriteClusters" >> beam.ParDo(WriteClustersFn(cfg.write_clusters)))
+        stored = batches | "StoreBatches" >> beam.ParDo(StoreBatchFn(self._spill_dir))
+        return (
+            {"batch": stored, "drops": decisions}
+            | "JoinDrops" >> beam.CoGroupByKey()
+            | "ApplyDrops" >> beam.ParDo(ApplyDropsFn())
+        )

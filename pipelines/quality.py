@@ -1,0 +1,50 @@
+"""Quality stages between reading and cleaning-and-splitting: filters, then near-dedup.
+
+Filters run first: they are per-document and cheap, and a document they remove should not
+become the one a group of near-duplicates keeps. Both see documents cleaned as
+``CleanAndSplit`` will clean them (``mlm_data.quality.documents``) and hand on batches with
+their tallies, so the manifest's ledger gains ``filter.<rule>`` and ``near_duplicate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+
+from mlm_data.config.preprocess import CleanConfig, FilterConfig, PreprocessConfig
+from mlm_data.quality.filters import QualityFilter
+from pipelines.counters import report
+from pipelines.near_dedup import NearDedup
+from pipelines.read import Batch
+
+
+class FilterFn(beam.DoFn):
+    def __init__(self, filters: FilterConfig, clean: CleanConfig) -> None:
+        self._filters, self._clean = filters, clean
+
+    def setup(self) -> None:
+        self._filter = QualityFilter(self._filters)  # loads the language model, if used
+
+    def process(self, batch: Batch) -> Iterator[Batch]:
+        kept, counts = self._filter.filter_documents(batch.items, self._clean)
+        report(counts)
+        yield Batch(items=kept, counts=batch.counts + counts, problems=batch.problems, facts=batch.facts)
+
+
+class QualityStages(beam.PTransform):
+    """Document batches → the batches that pass ``filters`` and ``dedup`` (unchanged if both are off)."""
+
+    def __init__(self, cfg: PreprocessConfig, *, spill_dir: str | None) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._spill_dir = spill_dir
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        cfg = self._cfg
+        if cfg.filters.enabled():
+            batches = batches | "Filter" >> beam.ParDo(FilterFn(cfg.filters, cfg.clean))
+        if cfg.dedup.near_duplicates:
+            batches = batches | "NearDedup" >> NearDedup(cfg.dedup, cfg.clean, seed=cfg.seed,
+                                                         spill_dir=self._spill_dir)
+        return batches
