@@ -99,14 +99,15 @@ def near_copy(text: str, rate: float, rng: random.Random) -> str:
     return "\n".join(" ".join(line) for line in lines)
 
 
-def quality_corpus(originals: list[str], *, seed: int = 0, copies_per_rate: int | None = None,
-                   boilerplate: int | None = None) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+def quality_corpus(originals: list[str], boilerplate_pages: list[str], *, seed: int = 0,
+                   copies_per_rate: int | None = None) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
     """Files of documents and, per document id, its kind: ``original``, ``copy-<rate>``,
-    ``boilerplate-copy`` or ``boilerplate-original``. Originals sort before their copies, so a
-    correct run keeps every original and removes every copy."""
+    ``boilerplate-copy`` or ``boilerplate-original`` (``boilerplate_pages``, distinct from the
+    originals, all given the same header and footer). Originals sort before their copies, so
+    a correct run keeps every original and removes every copy."""
     rng = random.Random(seed)
     k = copies_per_rate or max(1, len(originals) // 4)
-    b = boilerplate or max(1, len(originals) // 10)
+    b = max(1, len(originals) // 10)
     files: dict[str, list[str]] = {"a-originals.txt": list(originals), "b-copies.txt": [], "c-boilerplate.txt": []}
     kinds = [(f"a-originals.txt#{i}", "original") for i in range(len(originals))]
     for rate in RATES:
@@ -117,10 +118,9 @@ def quality_corpus(originals: list[str], *, seed: int = 0, copies_per_rate: int 
         kinds.append((f"b-copies.txt#{len(files['b-copies.txt'])}", "boilerplate-copy"))
         files["b-copies.txt"].append(f"{HEADER}\n{originals[src]}\n{FOOTER}")
     # Distinct pages that all carry the same boilerplate: the boilerplate alone must not join them.
-    for d in distinct(pages([DJANGO]) if DJANGO.exists() else originals[::-1], b, min_words=80):
-        if d not in originals:
-            kinds.append((f"c-boilerplate.txt#{len(files['c-boilerplate.txt'])}", "boilerplate-original"))
-            files["c-boilerplate.txt"].append(f"{HEADER}\n{d}\n{FOOTER}")
+    for d in boilerplate_pages:
+        kinds.append((f"c-boilerplate.txt#{len(files['c-boilerplate.txt'])}", "boilerplate-original"))
+        files["c-boilerplate.txt"].append(f"{HEADER}\n{d}\n{FOOTER}")
     return files, kinds
 
 
@@ -198,8 +198,9 @@ def datasketch_reference(files: dict[str, list[str]], *, threshold: float, num_p
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    originals = distinct(pages([PYDOC, DJANGO]), args.originals)
-    files, kinds = quality_corpus(originals, seed=args.seed)
+    chosen = distinct(pages([PYDOC, DJANGO]), args.originals + args.originals // 10)
+    originals, boilerplate_pages = chosen[:args.originals], chosen[args.originals:]
+    files, kinds = quality_corpus(originals, boilerplate_pages, seed=args.seed)
     work = Path(tempfile.mkdtemp(prefix="quality-bench-"))
     try:
         corpus = write_files(work / "in", files)

@@ -4,7 +4,8 @@ the small per-task datasets the loader tests read."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,32 @@ def _loader_dataset(name: str) -> Any:
 
 
 nsp, fullsent, docsent, causal, static = map(_loader_dataset, ("nsp", "fullsent", "docsent", "causal", "static"))
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler() -> Iterator[str]:
+    """A ``LocalCluster`` of two single-threaded worker processes; its scheduler's address.
+
+    Workers are forked rather than spawned: a spawned worker spends 5-15 s on this machine
+    importing Beam before it runs anything, a forked one starts with it imported. They are still
+    separate processes that receive every DoFn pickled, which is what this test is about (fresh
+    interpreters are covered by the multi-processing DirectRunner test).
+    """
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    quiet = ("distributed", "apache_beam.runners.dask", "apache_beam.options.pipeline_options")
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+        try:
+            yield cluster.scheduler_address
+        finally:
+            # DaskRunner opens a Client it never closes; close it before the cluster goes.
+            for client in list(distributed.client._global_clients.values()):
+                client.close()
+            cluster.close()
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)

@@ -116,8 +116,9 @@ def render(summary: dict[str, Any]) -> str:
     c = s["counts"]
     lines += ["", f"documents read {c['documents_read']:,}, written {c['documents_written']:,}, dropped "
               f"{sum(c['documents_dropped'].values()):,}"]
+    width = max([22, *map(len, c["documents_dropped"])])  # filter.<rule> names run long
     for reason, n in c["documents_dropped"].items():
-        lines.append(f"  dropped {reason:<22}{n:>10,}")
+        lines.append(f"  dropped {reason:<{width}}{n:>10,}")
     files = c.get("files", {})
     for p in files.get("problems", []):
         lines.append(f"  file {p['file']}: {p['reason']} ({p['detail']})")

@@ -1,0 +1,214 @@
+"""Near-duplicate removal: signatures, bucket verification and connected components as pure
+functions, then through Beam: quality on a corpus of near-copies, accounting, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipelines.read
+from mlm_data.config.preprocess import CleanConfig, DedupConfig
+from mlm_data.quality.clusters import label, large_star, small_star, verify_bucket
+from mlm_data.quality.minhash import lsh_params, permutations, signatures
+from mlm_data.quality.near_dedup import MinHasher
+from mlm_data.quality.words import batch_words, ngrams
+from mlm_data.reading.document_reader import Document
+from pipelines.near_dedup import ApplyDropsFn, SignFn, StoreBatchFn, VerifyBucketFn
+from pipelines.read import Batch
+
+from conftest import REPO, demo_documents, write_corpus
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("near_dedup_bench", REPO / "bench" / "near_dedup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_signatures_are_stable_and_do_not_depend_on_the_batch():
+    a, b = permutations(12345, 4)
+    assert (a.tolist(), b.tolist()) == (GOLDEN_A, GOLDEN_B)   # the same on every machine, forever
+    texts = ["The quick brown fox jumps over the lazy dog near the river bank.", "Another, different text."]
+    hasher = MinHasher(DedupConfig(), seed=7)
+    together = hasher.sign([Document(f"d#{i}", t) for i, t in enumerate(texts)], CleanConfig())
+    alone = hasher.sign([Document("x#0", texts[0])], CleanConfig())
+    assert np.array_equal(together.sigs[0], alone.sigs[0]) and np.array_equal(together.keys[0], alone.keys[0])
+    assert hashlib.sha256(alone.sigs.tobytes()).hexdigest()[:16] == GOLDEN_SIGNATURE
+
+
+GOLDEN_A = [2629609309, 1731139275, 2253287732, 3969791655]
+GOLDEN_B = [1140200766, 2081290964, 3862628756, 216296129]
+GOLDEN_SIGNATURE = "965c66dc74fad2f4"
+
+
+def test_signature_agreement_estimates_jaccard():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    base = [rng.choice(vocab) for _ in range(400)]
+    other = base[:300] + [rng.choice(vocab) for _ in range(100)]
+    words = batch_words([" ".join(base), " ".join(other)])
+    g = ngrams(words, 3, whole_short_documents=True)
+    s1, s2 = set(zip(base, base[1:], base[2:])), set(zip(other, other[1:], other[2:]))
+    true = len(s1 & s2) / len(s1 | s2)
+    sigs = signatures(g.hashes, g.offsets, *permutations(1, 512))
+    assert abs((sigs[0] == sigs[1]).mean() - true) < 0.05
+
+
+def test_lsh_parameters_follow_the_threshold():
+    assert lsh_params(0.8, 128) == (9, 13)        # what datasketch's MinHashLSH picks too
+    bands, rows = lsh_params(0.5, 128)
+    assert bands * rows <= 128 and bands > 9
+
+
+def test_big_bucket_is_a_star_in_linear_work():
+    sigs = np.tile(np.arange(64, dtype=np.uint32), (5000, 1))
+    sigs[1::2, :5] += 1                            # still 59/64 equal to the centre
+    edges = verify_bucket(sigs, 0.8)
+    assert edges == [(0, m) for m in range(1, 5000)]
+    distinct = np.arange(300 * 64, dtype=np.uint32).reshape(300, 64)
+    assert verify_bucket(distinct, 0.8, max_centres=32) == []     # gives up after 32 centres
+
+
+def _components(edges, rounds):
+    """The pipeline's large-star / small-star rounds and final labels, in memory."""
+    from collections import defaultdict
+
+    for _ in range(rounds):
+        nbrs = defaultdict(set)
+        for hi, lo in edges:
+            nbrs[hi].add(lo)
+            nbrs[lo].add(hi)
+        edges = {e for n, ns in nbrs.items() for e in large_star(n, ns)}
+        smaller = defaultdict(set)
+        for hi, lo in edges:
+            smaller[hi].add(lo)
+        edges = {e for n, ns in smaller.items() for e in small_star(n, ns)}
+    smaller = defaultdict(set)
+    for hi, lo in edges:
+        smaller[hi].add(lo)
+    return {n: label(ns) for n, ns in smaller.items()}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_components_match_union_find_and_stay_safe_when_cut_short(seed):
+    rng = random.Random(seed)
+    nodes = [(f"doc{i:04d}", "", b"") for i in range(300)]
+    edges = set()
+    for _ in range(260):                      # sparse: long chains and trees, the hard case
+        a, b = rng.sample(nodes, 2)
+        edges.add((max(a, b), min(a, b)))
+    parent = {n: n for n in nodes}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for hi, lo in sorted(edges):
+        ra, rb = find(hi), find(lo)
+        parent[max(ra, rb)] = min(ra, rb)
+    expected = {n: find(n) for n in nodes if find(n) != n}
+    assert _components(edges, rounds=8) == expected
+    short = _components(edges, rounds=1)
+    for node, kept in short.items():          # every drop points down, within its component
+        assert kept < node and find(kept) == find(node)
+    assert all(root not in short for root in set(expected.values()))
+
+
+def test_dofns_pickle_and_work_alone(tmp_path):
+    docs = [Document("f#0", "one two three four five six seven"), Document("f#1", "one two three four five six seven")]
+    sign = pickle.loads(pickle.dumps(SignFn(DedupConfig(num_perm=16, bands=4, rows=4), CleanConfig(), 1, str(tmp_path))))
+    sign.setup()
+    entries = list(sign.process(Batch(items=docs)))
+    assert len(entries) == 8 and entries[0][1][1][0].startswith(str(tmp_path))   # spilled signatures
+    verify = pickle.loads(pickle.dumps(VerifyBucketFn(0.8, 16)))
+    verify.setup()
+    edges = list(verify.process((entries[0][0], [entries[0][1], entries[4][1]])))
+    assert [(hi[0], lo[0]) for hi, lo in edges] == [("f#1", "f#0")]
+    stored = list(pickle.loads(pickle.dumps(StoreBatchFn(str(tmp_path)))).process(Batch(items=docs)))
+    out = list(pickle.loads(pickle.dumps(ApplyDropsFn())).process(
+        ("f#0", {"batch": [stored[0][1]], "drops": [("f#1", "duplicate", "f#0")]})))
+    assert [d.id for d in out[0].items] == ["f#0"] and out[0].counts.dropped == {"duplicate": 1}
+
+
+def _quality_corpus(bench, tmp_path: Path):
+    chosen = bench.distinct(demo_documents(190), 100)
+    files, kinds = bench.quality_corpus(chosen[:88], chosen[88:], seed=3, copies_per_rate=30)
+    return bench.write_files(tmp_path / "in", files), files, kinds
+
+
+def test_recall_and_false_positives_on_near_copies(tmp_path, bench):
+    corpus, files, kinds = _quality_corpus(bench, tmp_path)
+    counts, dropped = bench.run_pipeline(corpus, tmp_path / "out", **{"dedup.jaccard_threshold": 0.5})
+    s = bench.score(kinds, set(dropped))
+    assert s["recall"]["copy-0.05"] >= 0.95 and s["recall"]["copy-0.01"] == 1.0
+    assert s["recall"]["boilerplate-copy"] >= 0.95
+    assert s["false_positive_rate"] <= 0.005
+    assert counts["documents_dropped"]["near_duplicate"] == len(dropped)
+    assert counts["documents_read"] == counts["documents_written"] + sum(counts["documents_dropped"].values())
+    originals = {doc_id for doc_id, kind in kinds if kind == "original"}
+    assert set(dropped.values()) <= originals            # every copy kept in favour of its original
+
+
+def test_exact_copies_count_as_duplicates_and_clusters_file_names_the_kept(tmp_path, preprocess):
+    docs = demo_documents(12)
+    edited = docs[5].replace(".", "!", 3)           # same words, other text: a near-duplicate
+    corpus = write_corpus(tmp_path / "in", [docs, [docs[1], edited]])
+    clusters = tmp_path / "clusters.jsonl"
+    m = preprocess(str(corpus), tmp_path / "out", **{"dedup.near_duplicates": True,
+                                                      "dedup.write_clusters": str(clusters)})
+    assert m.data["counts"]["documents_dropped"] == {"duplicate": 1, "near_duplicate": 1}
+    lines = [json.loads(x) for x in clusters.read_text().splitlines()]
+    assert lines == [{"id": "part-1.txt#0", "kept": "part-0.txt#1", "reason": "duplicate"},
+                     {"id": "part-1.txt#1", "kept": "part-0.txt#5", "reason": "near_duplicate"}]
+
+
+def _dataset_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _determinism_corpus(bench, tmp_path):
+    docs = demo_documents(40)
+    rng = random.Random(5)
+    copies = [bench.near_copy(docs[i], 0.01, rng) for i in range(0, 40, 3)]
+    return docs + copies
+
+
+KW = {"dedup.near_duplicates": True, "output.num_buckets": 2, "output.validation_fraction": 0.1}
+
+
+def test_same_bytes_in_process_multi_process_and_any_input_order(tmp_path, preprocess, bench, monkeypatch):
+    all_docs = _determinism_corpus(bench, tmp_path)
+    a = write_corpus(tmp_path / "a", [all_docs[:30], all_docs[30:]], names=["x.txt", "y.txt"])
+    ref = preprocess([str(a / "x.txt"), str(a / "y.txt")], tmp_path / "inproc", **KW)
+    assert ref.data["counts"]["documents_dropped"]["near_duplicate"] >= 10
+    preprocess([str(a / "x.txt"), str(a / "y.txt")], tmp_path / "multi", beam_args=[
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2"], **KW)
+    # files listed the other way round, and cut into many small batches (other batch keys)
+    monkeypatch.setattr(pipelines.read, "BATCH_CHARS", 20_000)
+    reordered = preprocess([str(a / "y.txt"), str(a / "x.txt")], tmp_path / "reordered", **KW)
+    reference = _dataset_bytes(tmp_path / "inproc")
+    assert _dataset_bytes(tmp_path / "multi") == reference
+    shards = {k: v for k, v in reference.items() if k != "manifest.json"}
+    assert {k: v for k, v in _dataset_bytes(tmp_path / "reordered").items() if k != "manifest.json"} == shards
+    for key in ("counts", "shards", "stats"):
+        assert reordered.data[key] == ref.data[key]
+
+
+@pytest.mark.slow
+def test_dask_runner_matches_in_process(tmp_path, preprocess, bench, dask_scheduler):
+    all_docs = _determinism_corpus(bench, tmp_path)[:30]
+    corpus = write_corpus(tmp_path / "in", [all_docs[:15], all_docs[15:]])
+    preprocess(str(corpus), tmp_path / "inproc", **KW)
+    preprocess(str(corpus), tmp_path / "dask", beam_args=[
+        "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", dask_scheduler], **KW)
+    assert _dataset_bytes(tmp_path / "dask") == _dataset_bytes(tmp_path / "inproc")
