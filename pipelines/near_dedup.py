@@ -67,7 +67,7 @@ class SignFn(beam.DoFn):
         else:
             path = _spill(np.ascontiguousarray(signed.sigs).tobytes(), self._spill_dir, ".sig")
             refs = [(path, i) for i in range(len(signed.nodes))]
-        keys = signed.keys.tolist()
+        keys = signed.keys.view(np.int64).tolist()  # int64: Beam's deterministic varint key coder
         for node, ref, row in zip(signed.nodes, refs, keys):
             for key in row:
                 yield key, (node, ref)
