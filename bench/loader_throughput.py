@@ -101,7 +101,7 @@ def measure(root: Path, batch_size: int, *, sequences: int, repeats: int, work: 
     collator(features[0])
     # The masking core alone, on these rows, one call per pass of ``fuse`` batches as ours makes.
     producer = loader._producers[False]
-    fuse = loader._spec.fuse_batches
+    fuse = loader._spec.fuse
     ids = np.tile(sample["input_ids"].numpy(), (fuse, 1))
     maskable = np.tile(sample["attention_mask"].numpy().astype(bool), (fuse, 1)) & ~producer.collator.is_special[ids]
     keys = keys_for(0, "mask", 0, index=np.arange(len(ids)))

@@ -208,7 +208,9 @@ def test_continued_pretraining_starts_from_the_checkpoint_weights_only(pretraine
     assert cli.main(["pretrain", "--init", pretrained, "--data", str(tmp_path / "other"),
                      "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "was trained with tokenizer sha256" in err and "the token ids would mean other tokens" in err
+    assert "the weights were trained with another tokenizer, so the token ids would mean other tokens" in err
+    assert re.search(rf"- {tmp_path}/other was tokenized with sha256 [0-9a-f]{{12}}…, the weights of --init "
+                     rf"{pretrained} with [0-9a-f]{{12}}…", err)
     assert cli.main(["pretrain", "--init", str(tmp_path / "nothing"), "--data", str(tmp_path / "full"),
                      "--output", str(tmp_path / "x")]) == 2
     assert f"--init {tmp_path}/nothing: not a run folder with checkpoints, a checkpoint file or a Hugging Face " \

@@ -13,13 +13,14 @@ import torch
 
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, DatasetError
-from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.loader import ShardLoader
 
 from test_loader_support import (
     assert_same_batches,
     copy_dataset,
     flip_byte,
     iter_epoch,
+    open_loader,
     read_rows,
     real_rows,
     take,
@@ -29,7 +30,7 @@ from test_loader_support import (
 def make(path, **kw) -> ShardLoader:
     kw.setdefault("batch_size", 8)
     kw.setdefault("seed", 7)
-    return ShardLoader([DataSource(str(path))], **kw)
+    return open_loader([path], **kw)
 
 
 def test_batches_hold_the_shards_rows_padded_and_typed(nsp):
@@ -205,7 +206,7 @@ def test_reads_from_an_fsspec_url_through_the_cache(nsp, tmp_path):
         if path.is_file():
             fs.pipe(f"/loader-test/{path.relative_to(nsp)}", path.read_bytes())
     cache = tmp_path / "cache"
-    remote = ShardLoader([DataSource("memory://loader-test")], batch_size=8, seed=7, cache_dir=str(cache))
+    remote = open_loader(["memory://loader-test"], batch_size=8, seed=7, cache_dir=str(cache))
     assert_same_batches(take(iter(remote), 30), take(iter(make(nsp)), 30))
     cached = sorted(p.name for p in cache.glob("*.arrow"))
     assert cached == sorted(s.sha256 + ".arrow" for s in remote.manifest.shards_for("train"))

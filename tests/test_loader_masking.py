@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from mlm_data.config.preprocess import MaskingConfig
-from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.loader import ShardLoader
 
-from test_loader_support import iter_epoch, read_rows, real_rows, take
+from test_loader_support import iter_epoch, open_loader, read_rows, real_rows, take
 
 
 def make(path, **kw) -> ShardLoader:
     kw.setdefault("batch_size", 32)
     kw.setdefault("seed", 5)
-    return ShardLoader([DataSource(str(path))], **kw)
+    return open_loader([path], **kw)
 
 
 def masked_and_clean(path, masking: MaskingConfig, n: int = 15) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

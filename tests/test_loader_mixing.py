@@ -11,13 +11,13 @@ import pytest
 from mlm_data.errors import ConfigError
 from trainer.loading.loader import DataSource, ShardLoader
 
-from test_loader_support import assert_same_batches, copy_dataset, real_rows, take
+from test_loader_support import assert_same_batches, copy_dataset, open_loader, real_rows, take
 
 
 def mixed(a, b, wa=0.7, wb=0.3, **kw) -> ShardLoader:
     kw.setdefault("batch_size", 50)
     kw.setdefault("seed", 9)
-    return ShardLoader([DataSource(str(a), wa), DataSource(str(b), wb)], **kw)
+    return open_loader([DataSource(str(a), wa), DataSource(str(b), wb)], **kw)
 
 
 def test_proportions_are_exact_per_block_and_each_source_cycles_its_epochs(fullsent, docsent):
@@ -69,12 +69,14 @@ def test_different_tokenizers_are_refused_naming_both(fullsent, tmp_path):
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["tokenizer"]["sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ConfigError, match=rf"tokenizers differ: {fullsent} has .*{other} has 000000000000"):
+    with pytest.raises(ConfigError, match=rf"cannot mix these datasets .*\n  - {other} was tokenized with sha256 "
+                                          rf"000000000000…, {fullsent} with [0-9a-f]{{12}}…"):
         mixed(fullsent, other)
 
 
 def test_incompatible_tasks_are_refused(fullsent, nsp, docsent):
-    with pytest.raises(ConfigError, match=r"tasks differ: .* is 'mlm_fullsent', .* is 'mlm_nsp'"):
+    with pytest.raises(ConfigError, match=r"- \S+ has task 'mlm_nsp', \S+ has 'mlm_fullsent' \(only mlm_fullsent and "
+                                          r"mlm_docsent share a batch layout\)"):
         mixed(fullsent, nsp)
     with pytest.raises(ConfigError, match="length_bucketing: not supported when mixing"):
         mixed(fullsent, docsent, length_bucketing=True)

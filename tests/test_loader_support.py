@@ -8,8 +8,9 @@ with the core's shard writer and manifest builder.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,21 @@ from mlm_data.dataset.manifest import Manifest, ShardEntry, build_manifest_data,
 from mlm_data.dataset.schema import SCHEMA_VERSION, schema_for
 from mlm_data.dataset.shards import decode_table, fetch_shard, list_array, write_shard
 from mlm_data.text.tokenizer import describe, parse_tokenizer
+from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.options import LoaderOptions
 
 from conftest import TOKENIZER, demo_documents, write_corpus
 
 _BUILT: dict[str, Path] = {}
+_OPTIONS = {f.name for f in dataclasses.fields(LoaderOptions)}
+
+
+def open_loader(sources: Sequence[DataSource | str | Path], **kw: Any) -> ShardLoader:
+    """``ShardLoader(sources, ...)`` with the keywords that name ``LoaderOptions`` fields
+    (``num_workers=2``, ``cache_dir=...``) gathered into its ``options``."""
+    options = LoaderOptions(**{k: kw.pop(k) for k in list(kw) if k in _OPTIONS})
+    return ShardLoader([s if isinstance(s, DataSource) else DataSource(str(s)) for s in sources],
+                       options=options, **kw)
 
 #: name -> (first document, number of documents, pipeline fields)
 DATASETS: dict[str, tuple[int, int, dict[str, Any]]] = {

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.loader import ShardLoader
 
-from test_loader_support import iter_epoch, labelled_dataset, read_rows, real_rows, take
+from test_loader_support import (
+    iter_epoch,
+    labelled_dataset,
+    open_loader,
+    read_rows,
+    real_rows,
+    take,
+)
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +32,7 @@ def sentences(tmp_path_factory):
 def make(path, **kw) -> ShardLoader:
     kw.setdefault("batch_size", 8)
     kw.setdefault("seed", 3)
-    return ShardLoader([DataSource(str(path))], **kw)
+    return open_loader([path], **kw)
 
 
 def test_causal_lm_labels_and_document_ids(causal):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 import json
 
 import pytest
@@ -143,7 +144,7 @@ def test_every_config_field_has_exactly_one_flag():
 
     def leaves(cls, prefix=""):
         for f in dataclasses.fields(cls):
-            tp = f.type if not isinstance(f.type, str) else cls.__annotations__[f.name]
+            tp = typing.get_type_hints(cls)[f.name]
             sub = getattr(cls(), f.name)
             if dataclasses.is_dataclass(sub):
                 yield from leaves(type(sub), f"{prefix}{f.name}.")
@@ -157,6 +158,8 @@ def test_every_config_field_has_exactly_one_flag():
     assert by_path["data.masking.whole_word"].flag == "--masking.whole-word"
     assert by_path["output"].flag == "--output"
     assert by_path["train.lr"].help == "Peak learning rate, reached at the end of warmup."
+    # The data section's loader options are LoaderOptions fields: their help comes from there.
+    assert by_path["data.num_workers"].help.startswith("Loader worker processes per rank")
 
 
 def test_help_lists_fields_by_section(capsys):

@@ -63,7 +63,7 @@ def field_flags(cls: type = PretrainConfig) -> list[FieldFlag]:
     flags: list[FieldFlag] = []
 
     def walk(tp: type, prefix: tuple[str, ...]) -> None:
-        docs = _attribute_docs(tp)
+        docs = {k: v for base in reversed(tp.__mro__) for k, v in _attribute_docs(base).items()}
         hints = typing.get_type_hints(tp)
         for f in dataclasses.fields(tp):
             path = (*prefix, f.name)

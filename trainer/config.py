@@ -25,6 +25,7 @@ from mlm_data.config.loading import check, from_dict, load_yaml, set_path
 from mlm_data.config.preprocess import MaskingConfig
 from mlm_data.dataset.schema import LABELLED_TASKS, TASKS
 from mlm_data.errors import ConfigError
+from trainer.loading.options import LoaderOptions
 
 Task = Literal["mlm_nsp", "mlm_fullsent", "mlm_docsent", "causal_lm", "token_classification",
                "sequence_classification"]
@@ -167,47 +168,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(LoaderOptions):
+    """The datasets a run reads, and how its loaders read them: every ``LoaderOptions`` field
+    (``num_workers``, ``cache_dir``, ``masking``, ...) is a field of this section too, so the
+    section is passed whole to the loaders. A run always masks: ``masking`` is never null here."""
+
     sources: tuple[str, ...] = ()
     """Datasets (directories or URLs) to mix, each ``path``, ``path:weight`` or, in YAML,
     ``{path: ..., weight: ...}``; a list given as ``data:`` itself means these. --data replaces them."""
     eval_sources: tuple[str, ...] = ()
     """Datasets to evaluate on instead of the sources' eval_split (their eval_split, or their only split); --eval-data replaces them."""
-    num_workers: int = 0
-    """Loader worker processes per rank; changing it never changes the batches."""
-    shuffle_window_shards: int = 4
-    """Rows are shuffled across this many shards at a time (more = better mixing, more memory)."""
-    length_bucketing: bool = False
-    """Group rows of similar length into batches to save padding."""
-    pad_to_multiple_of: int = 8
-    """Pad each batch's length up to a multiple of this (tensor-core friendly)."""
-    prefetch_shards: int = 2
-    """Shards fetched ahead of use."""
-    cache_dir: str | None = None
-    """Local folder for downloaded shards; null = no disk cache."""
-    max_cache_bytes: int = 4 << 30
-    """Upper bound of the shard cache."""
     eval_split: str = "validation"
     """Held-out split used for evaluation; a dataset without it is trained without evaluation."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
-    """Dynamic masking applied by the loader (ignored for statically masked datasets)."""
+    """Dynamic masking applied by the loader (ignored for statically masked datasets and for non-MLM tasks)."""
 
-    def __post_init__(self) -> None:
-        errors = []
+    def problems(self) -> list[str]:
+        errors = super().problems()
         for name in ("sources", "eval_sources"):
             for s in getattr(self, name):
                 try:
                     parse_source(s)
                 except ConfigError as e:
                     errors.append(f"{name}: {str(e).removeprefix('mlm-data error: ')}")
-        if self.num_workers < 0:
-            errors.append(f"num_workers: must be >= 0, found {self.num_workers}")
-        for name in ("shuffle_window_shards", "pad_to_multiple_of", "prefetch_shards", "max_cache_bytes"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name}: must be >= 1, found {getattr(self, name)}")
         if not self.eval_split:
             errors.append("eval_split: must not be empty")
-        check(errors)
+        return errors
 
 
 @dataclass(frozen=True)
@@ -369,7 +355,8 @@ def resolve_steps(cfg: PretrainConfig, *, steps_per_epoch: int) -> PretrainConfi
 RESUMABLE_CHANGES = frozenset({
     "train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
     "train.save_every", "train.keep_last", "train.compile", "data.sources", "data.eval_sources",
-    "data.num_workers", "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "output", "init",
+    "data.num_workers", "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "data.fuse_batches",
+    "output", "init",
 })
 
 

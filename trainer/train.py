@@ -46,7 +46,12 @@ from trainer.config import (
 from trainer.evaluation.classifier import evaluate_labels
 from trainer.evaluation.language_model import evaluate, evaluate_lm, model_inputs
 from trainer.loading.loader import DataSource, ShardLoader
-from trainer.loading.run_loaders import make_eval_loader, make_loader, restore_loader
+from trainer.loading.run_loaders import (
+    check_resume_data,
+    make_eval_loader,
+    make_loader,
+    restore_loader,
+)
 from trainer.models.architectures import build_model
 from trainer.models.encoder import ModelOutput
 from trainer.optim import build_optimizer, lr_at
@@ -176,6 +181,8 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
     sources = [DataSource(*parse_source(s)) for s in cfg.data.sources]
     loader = make_loader(cfg, ctx, sources, split="train")
     cleanup.callback(loader.close)
+    if saved is not None:
+        check_resume_data(loader, saved, run=run)
     task, manifest = loader.task, loader.manifest
     if task not in COMMAND_TASKS[command]:
         other = next(c for c, tasks in COMMAND_TASKS.items() if task in tasks)

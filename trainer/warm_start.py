@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mlm_data import storage
+from mlm_data.dataset.compatibility import INIT, Made, check_alike
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import MARKER, ConfigError
 from trainer import checkpoint
@@ -81,12 +82,9 @@ def adopt_architecture(model: ModelConfig, init: Init) -> ModelConfig:
 
 def check_tokenizer(init: Init, manifest: Manifest, *, source: str) -> None:
     """Refuse a dataset whose token ids would mean other tokens than the init's."""
-    theirs = manifest.tokenizer.get("sha256")
+    check_alike(Made(f"the weights of --init {init.where}", None, init.tokenizer_sha256, None),
+                [Made.of(manifest)], purpose=INIT)
     fix = f"preprocess {source} with the init's tokenizer"
-    if init.tokenizer_sha256 is not None and init.tokenizer_sha256 != theirs:
-        raise ConfigError(f"--init {init.where} was trained with tokenizer sha256 {init.tokenizer_sha256[:12]}…, "
-                          f"but {source} uses {str(theirs)[:12]}…: the token ids would mean other tokens; {fix} "
-                          f"(the run folder's tokenizer.json)")
     if init.vocabulary is not None:
         from tokenizers import Tokenizer
 

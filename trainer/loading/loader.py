@@ -23,17 +23,18 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mlm_data.config.preprocess import MaskingConfig
+from mlm_data.dataset.compatibility import MIX, Made, check_alike
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import MLM_TASKS
 from mlm_data.errors import ConfigError
+from trainer.loading.options import LoaderOptions
 from trainer.loading.producer import (
     BatchStream,
     LoaderSpec,
@@ -49,8 +50,6 @@ from trainer.loading.sample_order import batch_cursor
 log = logging.getLogger(__name__)
 STATE_FORMAT = "mlm-data/loader-state"
 STATE_VERSION = 1
-#: Tasks whose batches share one layout and may be mixed; any other task mixes only with itself.
-_COMPATIBLE = {"mlm_fullsent": "packed_mlm", "mlm_docsent": "packed_mlm"}
 
 
 @dataclass(frozen=True)
@@ -83,31 +82,21 @@ class ShardLoader:
     Several sources are mixed by weight into one endless stream (each cycling through its own
     epochs; ``rows_per_epoch`` is then the sum of their rows, a unit of counting).
 
-    Beyond the shared API: ``pad_to_max_length`` pads every batch to the same width (static
-    shapes for ``torch.compile``/XLA); ``mix_block_size`` is the mixing resolution (a block of
-    that many samples holds exactly ``round(w * block)`` of each source); ``pin_memory`` and
-    ``multiprocessing_context`` go to torch's DataLoader; ``fuse_batches`` is how many of its
-    batches a worker builds in one vectorised pass (default: enough for about 256 rows, at most
-    8). Batches are identical whatever it is; it trades a little latency for throughput.
+    ``options`` says how to read (workers, shuffle window, padding, cache, masking, ...: see
+    ``trainer.loading.options.LoaderOptions``, which a training config's ``data`` section is).
+    The other arguments are what differs between two loaders of one run: the split, whether to
+    shuffle (evaluation reads in order), this rank's place, and for torch's DataLoader
+    ``pin_memory`` and ``multiprocessing_context``.
     """
 
-    def __init__(self, sources: Sequence[DataSource], *, split: str = "train", batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 masking: MaskingConfig | None = MaskingConfig(), shuffle: bool = True,  # noqa: B008 (frozen)
-                 shuffle_window_shards: int = 4, length_bucketing: bool = False,
-                 pad_to_multiple_of: int = 8, cache_dir: str | None = None, prefetch_shards: int = 2,
-                 max_cache_bytes: int = 4 << 30, pad_to_max_length: bool = False, mix_block_size: int = 1000,
-                 pin_memory: bool = False, multiprocessing_context: str | None = None,
-                 fuse_batches: int | None = None) -> None:
+    def __init__(self, sources: Sequence[DataSource | str], *, split: str = "train", batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, options: LoaderOptions = LoaderOptions(),  # noqa: B008 (frozen)
+                 shuffle: bool = True, pin_memory: bool = False, multiprocessing_context: str | None = None) -> None:
         sources = [DataSource(s) if isinstance(s, str) else s for s in sources]
-        _check_arguments(sources, batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers,
-                         shuffle_window_shards=shuffle_window_shards, pad_to_multiple_of=pad_to_multiple_of,
-                         prefetch_shards=prefetch_shards, max_cache_bytes=max_cache_bytes,
-                         mix_block_size=mix_block_size, length_bucketing=length_bucketing,
-                         fuse_batches=1 if fuse_batches is None else fuse_batches)
+        _check_arguments(sources, batch_size=batch_size, rank=rank, world_size=world_size, options=options)
         resolved = tuple(_resolve(s, split) for s in sources)
-        _check_compatible(resolved)
-        self.split, self.seed, self.num_workers = split, seed, num_workers
+        check_alike(resolved[0].made, [s.made for s in resolved[1:]], purpose=MIX)
+        self.split, self.seed, self.num_workers = split, seed, options.num_workers
         # Pinning needs an accelerator; without one it is a no-op (as torch's DataLoader does).
         self.pin_memory = pin_memory and _has_accelerator()
         self.multiprocessing_context = multiprocessing_context
@@ -117,20 +106,18 @@ class ShardLoader:
         self.special_tokens = self.manifest.special_tokens
         self.labels = self.manifest.labels
         self.max_seq_length = max(s.manifest.max_seq_length for s in resolved)
-        if masking is not None and self.manifest.static_masking and self.task in MLM_TASKS:
+        if options.masking is not None and self.manifest.static_masking and self.task in MLM_TASKS:
             log.info("%s: dataset is statically masked; labels come from the stored masks, no dynamic masking",
                      self.manifest.root)
         self._owned_cache: str | None = None
+        cache_dir = options.cache_dir
         if cache_dir is None:
             cache_dir = self._owned_cache = tempfile.mkdtemp(prefix="mlm-data-shards-")
             weakref.finalize(self, _remove_dir, cache_dir, os.getpid())
         self._spec = LoaderSpec(
-            sources=resolved, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size, masking=masking,
-            shuffle=shuffle, shuffle_window_shards=shuffle_window_shards, length_bucketing=length_bucketing,
-            pad_to_multiple_of=pad_to_multiple_of, pad_to_max_length=pad_to_max_length, cache_dir=cache_dir,
-            prefetch_shards=prefetch_shards, max_cache_bytes=max_cache_bytes, mix_block_size=mix_block_size,
+            sources=resolved, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size, shuffle=shuffle,
             max_seq_length=self.max_seq_length,
-            fuse_batches=fuse_batches or max(1, min(8, -(-256 // batch_size))))
+            options=replace(options, cache_dir=cache_dir, fuse_batches=options.fused_batches(batch_size)))
         self.rows_per_epoch = sum(s.num_rows for s in resolved)
         self.steps_per_epoch = math.ceil(self.rows_per_epoch / self._spec.global_batch)
         self._mixed = len(resolved) > 1
@@ -140,7 +127,12 @@ class ShardLoader:
         log.info("ShardLoader: %d %s rows in %d shard(s) from %d source(s); rank %d of %d, batch %d, "
                  "%d steps per epoch, %d worker(s)", self.rows_per_epoch, split,
                  sum(len(s.shards) for s in resolved), len(resolved), rank, world_size, batch_size,
-                 self.steps_per_epoch, num_workers)
+                 self.steps_per_epoch, self.num_workers)
+
+    @property
+    def datasets(self) -> list[Made]:
+        """How each source was made (``mlm_data.dataset.compatibility``), in order."""
+        return [s.made for s in self._spec.sources]
 
     @property
     def epoch(self) -> int:
@@ -170,7 +162,7 @@ class ShardLoader:
             if producer is None:
                 producer = self._producers[concatenated] = Producer(self._spec, concatenated=concatenated)
             source: Iterator[tuple[int, dict[str, np.ndarray]]] = produce(
-                producer, start, first=0, every=1, limit=limit, wrap=wrap, fuse=self._spec.fuse_batches)
+                producer, start, first=0, every=1, limit=limit, wrap=wrap, fuse=self._spec.fuse)
         else:
             stream = BatchStream(self._spec, start, concatenated=concatenated, limit=limit, wrap=wrap)
             # Pinned batches come as tensors (shared memory), pinned by DataLoader's own thread.
@@ -198,7 +190,7 @@ class ShardLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able state: where the next batch starts and what it must be read from."""
-        spec = self._spec
+        spec, options = self._spec, self._spec.options
         epoch, position = self._cursor
         return {
             "format": STATE_FORMAT, "version": STATE_VERSION,
@@ -206,9 +198,9 @@ class ShardLoader:
             "steps_per_epoch": self.steps_per_epoch, "rows_per_epoch": self.rows_per_epoch,
             "seed": self.seed, "split": self.split,
             "batch_size": spec.batch_size, "world_size": spec.world_size,
-            "shuffle": spec.shuffle, "shuffle_window_shards": spec.shuffle_window_shards,
-            "length_bucketing": spec.length_bucketing, "mix_block_size": spec.mix_block_size,
-            "masking": asdict(spec.masking) if spec.masking is not None else None,
+            "shuffle": spec.shuffle, "shuffle_window_shards": options.shuffle_window_shards,
+            "length_bucketing": options.length_bucketing, "mix_block_size": options.mix_block_size,
+            "masking": asdict(options.masking) if options.masking is not None else None,
             "sources": [{"path": s.path, "weight": s.weight, "fingerprint": s.fingerprint, "rows": s.num_rows}
                         for s in spec.sources],
         }
@@ -264,7 +256,9 @@ class ShardLoader:
             _remove_dir(self._owned_cache, os.getpid())
 
 
-def _check_arguments(sources: Sequence[DataSource], **kw: Any) -> None:
+def _check_arguments(sources: Sequence[DataSource], *, batch_size: int, rank: int, world_size: int,
+                     options: LoaderOptions) -> None:
+    """The arguments that are not options (those checked themselves when made)."""
     errors = []
     if not sources:
         errors.append("sources: give at least one DataSource")
@@ -273,16 +267,14 @@ def _check_arguments(sources: Sequence[DataSource], **kw: Any) -> None:
             errors.append(f"sources[{i}]: expected a DataSource or a path, found {type(s).__name__}")
         elif not (isinstance(s.weight, (int, float)) and math.isfinite(s.weight) and s.weight > 0):
             errors.append(f"sources[{i}].weight: must be a positive number, found {s.weight!r}")
-    for name, low in (("batch_size", 1), ("world_size", 1), ("num_workers", 0), ("shuffle_window_shards", 1),
-                      ("pad_to_multiple_of", 1), ("prefetch_shards", 0), ("max_cache_bytes", 1),
-                      ("mix_block_size", 1), ("fuse_batches", 1)):
-        value = kw[name]
-        if not isinstance(value, int) or value < low:
-            errors.append(f"{name}: must be an integer >= {low}, found {value!r}")
-    rank, world = kw["rank"], kw["world_size"]
-    if not isinstance(rank, int) or not (isinstance(world, int) and 0 <= rank < max(world, 1)):
-        errors.append(f"rank: must be in [0, world_size={world}), found {rank!r}")
-    if kw["length_bucketing"] and len(sources) > 1:
+    for name, value in (("batch_size", batch_size), ("world_size", world_size)):
+        if not isinstance(value, int) or value < 1:
+            errors.append(f"{name}: must be an integer >= 1, found {value!r}")
+    if not isinstance(rank, int) or not (isinstance(world_size, int) and 0 <= rank < max(world_size, 1)):
+        errors.append(f"rank: must be in [0, world_size={world_size}), found {rank!r}")
+    if not isinstance(options, LoaderOptions):
+        errors.append(f"options: expected LoaderOptions, found {type(options).__name__}")
+    elif options.length_bucketing and len(sources) > 1:
         errors.append("length_bucketing: not supported when mixing several sources (a batch mixes datasets)")
     if errors:
         raise ConfigError("ShardLoader: " + "; ".join(errors))
@@ -296,25 +288,3 @@ def _resolve(source: DataSource, split: str) -> SourceSpec:
                           f"{', '.join(manifest.splits) or 'no splits'}")
     return SourceSpec(path=source.path, weight=float(source.weight), manifest=manifest, shards=shards,
                       fingerprint=fingerprint(manifest, split, shards))
-
-
-def _check_compatible(sources: Sequence[SourceSpec]) -> None:
-    """Mixed sources must share a tokenizer and a batch layout; say which ones do not."""
-    first = sources[0]
-    errors = []
-    for other in sources[1:]:
-        a, b = first.manifest, other.manifest
-        if a.tokenizer.get("sha256") != b.tokenizer.get("sha256"):
-            errors.append(f"tokenizers differ: {first.path} has sha256 {str(a.tokenizer.get('sha256'))[:12]}…, "
-                          f"{other.path} has {str(b.tokenizer.get('sha256'))[:12]}…; mix only datasets made "
-                          "with the same tokenizer")
-        if _COMPATIBLE.get(a.task, a.task) != _COMPATIBLE.get(b.task, b.task):
-            errors.append(f"tasks differ: {first.path} is {a.task!r}, {other.path} is {b.task!r}; only "
-                          "mlm_fullsent and mlm_docsent mix with each other, other tasks only with themselves")
-        if a.static_masking != b.static_masking:
-            errors.append(f"static_masking differs: {first.path} {a.static_masking}, {other.path} {b.static_masking}")
-        if a.labels != b.labels:
-            errors.append(f"labels differ: {first.path} {a.labels}, {other.path} {b.labels}")
-    if errors:
-        raise ConfigError("cannot mix these datasets: " + "; ".join(errors))
-

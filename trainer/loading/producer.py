@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mlm_data.config.preprocess import MaskingConfig
+from mlm_data.dataset.compatibility import Made
 from mlm_data.dataset.manifest import Manifest, ShardEntry
 from trainer.loading.collate import Collator, Part, columns_for
+from trainer.loading.options import LoaderOptions
 from trainer.loading.sample_order import Mixture, RowOrder, batch_cursor, rank_positions
 from trainer.loading.shard_cache import ShardCache
 from trainer.loading.shard_reader import ShardRows
@@ -41,32 +42,34 @@ class SourceSpec:
     def num_rows(self) -> int:
         return sum(s.num_rows for s in self.shards)
 
+    @property
+    def made(self) -> Made:
+        return Made.of(self.manifest)
+
 
 @dataclass(frozen=True)
 class LoaderSpec:
-    """Everything a worker process needs to build any batch: no open files, no threads."""
+    """Everything a worker process needs to build any batch: no open files, no threads.
+
+    ``options`` are resolved: ``cache_dir`` and ``fuse_batches`` are set, never null.
+    """
 
     sources: tuple[SourceSpec, ...]
     seed: int
     batch_size: int
     rank: int
     world_size: int
-    masking: MaskingConfig | None
     shuffle: bool
-    shuffle_window_shards: int
-    length_bucketing: bool
-    pad_to_multiple_of: int
-    pad_to_max_length: bool
-    cache_dir: str
-    prefetch_shards: int
-    max_cache_bytes: int
-    mix_block_size: int
     max_seq_length: int
-    fuse_batches: int
+    options: LoaderOptions
 
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.world_size
+
+    @property
+    def fuse(self) -> int:
+        return self.options.fused_batches(self.batch_size)
 
 
 def fingerprint(manifest: Manifest, split: str, shards: Sequence[ShardEntry]) -> str:
@@ -85,6 +88,7 @@ class Producer:
 
     def __init__(self, spec: LoaderSpec, *, concatenated: bool) -> None:
         self.spec = spec
+        options = spec.options
         self.entries: list[tuple[str, ShardEntry]] = [
             (src.manifest.url(e.path), e) for src in spec.sources for e in src.shards]
         rows = np.array([e.num_rows for _, e in self.entries], dtype=np.int64)
@@ -93,17 +97,18 @@ class Producer:
         self.shard_offsets = np.concatenate([[0], np.cumsum(per_source)])
         self.exact = concatenated or len(spec.sources) == 1
         first = spec.sources[0].manifest
-        lists, scalars = columns_for(first.task, static_masking=first.static_masking, masking=spec.masking)
-        window = spec.shuffle_window_shards
-        self.cache = ShardCache(spec.cache_dir, max_bytes=spec.max_cache_bytes,
+        lists, scalars = columns_for(first.task, static_masking=first.static_masking, masking=options.masking)
+        window = options.shuffle_window_shards
+        assert options.cache_dir is not None, "LoaderSpec.options must be resolved"
+        self.cache = ShardCache(options.cache_dir, max_bytes=options.max_cache_bytes,
                                 keep_open=2 * window * len(spec.sources),
                                 prefetch_threads=max(2, min(window, 8)), list_columns=lists, scalar_columns=scalars)
         self.collator = Collator(
             task=first.task, special_tokens=first.special_tokens, vocab_size=first.vocab_size,
-            max_seq_length=spec.max_seq_length, static_masking=first.static_masking, masking=spec.masking,
-            seed=spec.seed, pad_to_multiple_of=spec.pad_to_multiple_of, pad_to_max_length=spec.pad_to_max_length,
+            max_seq_length=spec.max_seq_length, static_masking=first.static_masking, masking=options.masking,
+            seed=spec.seed, pad_to_multiple_of=options.pad_to_multiple_of, pad_to_max_length=options.pad_to_max_length,
             tokenizer_sha256=str(first.tokenizer.get("sha256", "")))
-        group = spec.global_batch if spec.length_bucketing else None
+        group = spec.global_batch if options.length_bucketing else None
         if self.exact:
             ns: int | str = 0 if len(spec.sources) == 1 else "all"
             self.orders = [RowOrder(rows, seed=spec.seed, namespace=ns, shuffle=spec.shuffle,
@@ -116,7 +121,7 @@ class Producer:
                            for d in range(len(spec.sources))]
             self.source_rows = [o.num_rows for o in self.orders]
             self.mixture = Mixture([s.weight for s in spec.sources], seed=spec.seed,
-                                   block_size=spec.mix_block_size, shuffle=spec.shuffle)
+                                   block_size=options.mix_block_size, shuffle=spec.shuffle)
         self.num_rows = int(rows.sum())
         self._hinted: set[tuple[int, int, int]] = set()
 
@@ -142,7 +147,7 @@ class Producer:
                 self._hinted.clear()
             self._hinted.add((d, epoch, g))
             shards = order.epoch(epoch).window_shards(g).tolist()
-            shards += order.shards_after(epoch, g, self.spec.prefetch_shards)
+            shards += order.shards_after(epoch, g, self.spec.options.prefetch_shards)
             self.cache.prefetch(self.entries[first + s] for s in shards)
 
     def batches(self, cursors: Sequence[tuple[int, int]]) -> list[dict[str, np.ndarray]]:
@@ -247,6 +252,6 @@ class BatchStream(IterableDataset):
         producer = Producer(self.spec, concatenated=self.concatenated)
         try:
             yield from produce(producer, self.start, first=worker, every=workers, limit=self.limit, wrap=self.wrap,
-                               fuse=self.spec.fuse_batches)
+                               fuse=self.spec.fuse)
         finally:
             producer.close()

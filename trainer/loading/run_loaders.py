@@ -9,8 +9,10 @@ every difference is reported at once.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from mlm_data.dataset.compatibility import EVALUATE, RESUME, Made, check_alike
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError
 from trainer import distributed
@@ -20,15 +22,10 @@ from trainer.run_log import Progress
 
 
 def make_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: list[DataSource], *,
-                split: str, shuffle: bool = True, num_workers: int | None = None) -> ShardLoader:
-    d = cfg.data
+                split: str, shuffle: bool = True) -> ShardLoader:
     return ShardLoader(
-        sources, split=split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-        rank=ctx.rank, world_size=ctx.world_size,
-        num_workers=d.num_workers if num_workers is None else num_workers,
-        masking=d.masking, shuffle=shuffle, shuffle_window_shards=d.shuffle_window_shards,
-        length_bucketing=d.length_bucketing and shuffle, pad_to_multiple_of=d.pad_to_multiple_of,
-        cache_dir=d.cache_dir, prefetch_shards=d.prefetch_shards, max_cache_bytes=d.max_cache_bytes,
+        sources, split=split, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=ctx.rank,
+        world_size=ctx.world_size, options=cfg.data, shuffle=shuffle,
         pin_memory=ctx.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
     )
 
@@ -41,7 +38,7 @@ def make_eval_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: lis
     if cfg.data.eval_sources:
         evals = [DataSource(*parse_source(s)) for s in cfg.data.eval_sources]
         manifests = [Manifest.load(s.path) for s in evals]
-        check_made_alike(train, manifests)
+        check_alike(Made.of(train), [Made.of(m) for m in manifests], purpose=EVALUATE)
         if not all(split in m.splits for m in manifests):
             if not all(m.splits == ["train"] for m in manifests):
                 raise ConfigError(f"--eval-data: read the {split!r} split of datasets that have one, or the only split "
@@ -57,26 +54,19 @@ def make_eval_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: lis
                              + ("evaluating on the other sources" if having else "training without evaluation"))
         if not having:
             return None, ""
-    # In-process reading: an evaluation is short, worker start-up would dominate it.
-    loader = make_loader(cfg, ctx, having, split=split, shuffle=False, num_workers=0)
+    # In-process reading: an evaluation is short, worker start-up would dominate it; in order,
+    # so length buckets (a shuffle of batches) do not apply.
+    reading = replace(cfg, data=replace(cfg.data, num_workers=0, length_bucketing=False))
+    loader = make_loader(reading, ctx, having, split=split, shuffle=False)
     return loader, f"{split} split of {', '.join(s.path for s in having)}"
 
 
-def check_made_alike(train: Manifest, others: list[Manifest]) -> None:
-    """Refuse held-out datasets whose task, tokenizer or labels differ from the training data's."""
-    problems = []
-    for m in others:
-        if m.task != train.task:
-            problems.append(f"{m.root} has task {m.task!r}, {train.root} has {train.task!r}")
-        if m.tokenizer.get("sha256") != train.tokenizer.get("sha256"):
-            problems.append(f"{m.root} was tokenized with sha256 {_short(m.tokenizer.get('sha256'))}, {train.root} "
-                            f"with {_short(train.tokenizer.get('sha256'))}")
-        if m.labels != train.labels:
-            problems.append(f"{m.root} has labels {_labels(m.labels)}, {train.root} has {_labels(train.labels)} "
-                            f"(make it with `mlm-data preprocess ... --labels-from {train.root}`)")
-    if problems:
-        raise ConfigError("--eval-data must be made like --data (same task, tokenizer and labels):\n"
-                          + "\n".join(f"  - {p}" for p in problems))
+def check_resume_data(loader: ShardLoader, saved: dict[str, Any], *, run: str) -> None:
+    """Refuse to continue a checkpoint on datasets not made like the data it was trained on
+    (checkpoints record it; those written before they did are not checked here)."""
+    record = saved.get("dataset")
+    if record:
+        check_alike(Made.from_record(record, where=f"the training data of {run}"), loader.datasets, purpose=RESUME)
 
 
 def restore_loader(loader: ShardLoader, state: dict[str, Any], ctx: distributed.Context, *, source: str) -> None:
@@ -86,13 +76,3 @@ def restore_loader(loader: ShardLoader, state: dict[str, Any], ctx: distributed.
         raise ConfigError(f"{source}: the checkpoint was written by {state.get('world_size')} rank(s); resume "
                           f"it with the same number of processes (this run has {ctx.world_size})")
     loader.load_state_dict(state)
-
-
-def _short(sha: Any) -> str:
-    return f"{str(sha)[:12]}…"
-
-
-def _labels(labels: list[str] | None) -> str:
-    if labels is None:
-        return "none"
-    return f"[{', '.join(labels[:6])}{', …' if len(labels) > 6 else ''}] ({len(labels)})"
