@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlm_data.dataset.compatibility import EVALUATE, INIT, MIX, RESUME, Made, check_alike, differences
+from mlm_data.dataset.compatibility import (
+    EVALUATE,
+    INIT,
+    MIX,
+    RESUME,
+    Made,
+    check_alike,
+    differences,
+)
 from mlm_data.errors import ConfigError
 
 SHA_A, SHA_B = "a" * 64, "b" * 64

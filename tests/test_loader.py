@@ -13,6 +13,7 @@ import torch
 
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, DatasetError
+from trainer.loading.hf_batch import hf_inputs
 from trainer.loading.loader import ShardLoader
 
 from test_loader_support import (
@@ -297,6 +298,5 @@ def test_batch_feeds_hf_bert_for_pretraining(nsp):
                                      num_attention_heads=2, intermediate_size=64,
                                      max_position_embeddings=loader.max_seq_length)
     model = transformers.BertForPreTraining(config)
-    inputs = {k: v for k, v in batch.items() if k not in ("sample_mask", "row_id")}
-    out = model(**inputs)
+    out = model(**hf_inputs(batch))
     assert torch.isfinite(out.loss)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.loading.hf_batch import hf_inputs
 from trainer.loading.loader import ShardLoader
 
 from test_loader_support import (
@@ -111,5 +112,5 @@ def test_sequence_classification_feeds_hf_model(sentences):
                                      max_position_embeddings=64)
     batch = next(iter(loader))
     out = transformers.BertForSequenceClassification(config)(
-        **{k: v for k, v in batch.items() if k not in ("sample_mask", "row_id")})
+        **hf_inputs(batch))
     assert torch.isfinite(out.loss)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 import json
+import typing
 
 import pytest
 

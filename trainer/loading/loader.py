@@ -76,8 +76,9 @@ class ShardLoader:
     ``sample_mask`` (False on padding rows of an epoch's last step) and ``row_id`` (the global
     row index, for debugging and accounting). Token-classification batches also carry
     ``word_start``, ``example_id`` and ``window_index``, so an evaluator can score whole
-    sentences of words (``trainer.evaluation.classifier``). ``iter(loader)`` continues from the current
-    state; ``state_dict()`` after ``k`` delivered batches resumes at batch ``k + 1``.
+    sentences of words (``trainer.evaluation.classifier``). ``hf_inputs(batch)``
+    (``trainer.loading.hf_batch``) is the part a transformers model takes. ``iter(loader)``
+    continues from the current state; ``state_dict()`` after ``k`` delivered batches resumes at batch ``k + 1``.
 
     Several sources are mixed by weight into one endless stream (each cycling through its own
     epochs; ``rows_per_epoch`` is then the sum of their rows, a unit of counting).
