@@ -13,6 +13,9 @@ import pipelines.cli
 from trainer import checkpoint
 from trainer import cli as train_cli
 from trainer import train as train_module
+from trainer.config import ModelConfig, TrainConfig
+from trainer.models.encoder import BertForPreTraining
+from trainer.optim import build_optimizer
 from trainer.run_log import read_metrics
 
 from conftest import REPO
@@ -66,3 +69,21 @@ def test_preprocess_verify_train_die_and_resume_on_a_store(scheme, request, smal
     assert a["step"] == b["step"] == 8
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gcs"])
+def test_overwrite_with_a_wrong_data_keeps_the_run_on_a_store(scheme, request, capsys):
+    """The old run's checkpoints go only once the new run can start (issue: a mistyped --data
+    used to delete them and then fail)."""
+    store = request.getfixturevalue(scheme)
+    run = store.url("runs/kept")
+    model = BertForPreTraining(ModelConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                                           intermediate_size=32, max_position_embeddings=8, nsp_head=True))
+    optimizer = build_optimizer(model, TrainConfig(), device=torch.device("cpu"))
+    state = checkpoint.build_state(step=3, model=model, optimizer=optimizer, loader={}, config={})
+    checkpoint.save(run, state, keep_last=1)
+    assert train_cli.main(["pretrain", *TINY, "--data", store.url("datasets/typo"), "--output", run,
+                           "--overwrite"]) == 2
+    assert "not a dataset" in capsys.readouterr().err
+    assert store.keys("runs/kept/checkpoints") == ["step-00000003.pt"]
+    assert checkpoint.resume_point(run)["step"] == 3

@@ -4,6 +4,7 @@ clearly. ``transformers`` appears only here, never in the trainer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -52,7 +53,8 @@ def save_run(run: Path, model: torch.nn.Module, cfg: ModelConfig, *, labels=None
     """A run folder as training leaves it: a checkpoint and the tokenizer."""
     full = PretrainConfig(model=cfg)
     opt = build_optimizer(model, full.train, device=torch.device("cpu"))
-    tokenizer = {"path": "tokenizer.json", "sha256": "x", "vocab_size": V, "special_tokens": {"pad": 0}}
+    tokenizer = {"path": "tokenizer.json", "sha256": hashlib.sha256(TOKENIZER.read_bytes()).hexdigest(),
+                 "vocab_size": V, "special_tokens": {"pad": 0}}
     state = checkpoint.build_state(step=1, model=model, optimizer=opt, loader={}, config=to_dict(full),
                                    dataset={"task": cfg.task, "labels": labels, "tokenizer": tokenizer})
     checkpoint.save(str(run), state, keep_last=1)

@@ -252,6 +252,25 @@ def test_cache_stays_bounded_and_evicts_only_idle_shards(nsp, tmp_path, monkeypa
     assert len(fetched) > len(entries)  # evicted shards were fetched (and verified) again
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_persistent_cache_rehashes_a_shard_on_first_use(nsp, tmp_path, caplog, num_workers):
+    cache = tmp_path / "cache"
+    first = make(nsp, cache_dir=str(cache))
+    reference = take(iter(first), first.steps_per_epoch)
+    first.close()
+    victim = sorted(cache.glob("*.arrow"))[0]
+    flip_byte(victim, offset=victim.stat().st_size // 2)  # same size, other rows
+    later = make(nsp, cache_dir=str(cache), num_workers=num_workers)  # a later run, its own process(es)
+    with caplog.at_level("WARNING", logger="trainer.loading.shard_cache"):
+        assert_same_batches(take(iter(later), later.steps_per_epoch), reference)
+    later.close()
+    if num_workers == 0:  # a worker's log goes to its own process
+        assert f"{victim.name} does not match its sha256 any more (changed on disk); fetching it again" in caplog.text
+    import hashlib
+
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() + ".arrow" == victim.name  # healed
+
+
 def test_workers_and_loaders_can_share_one_cache_dir(nsp, tmp_path):
     cache = str(tmp_path / "shared")
     a = iter(make(nsp, num_workers=2, cache_dir=cache, prefetch_shards=4))

@@ -39,13 +39,11 @@ def export_hf(ckpt: str, out: str) -> list[str]:
     tensors = hf_interop.to_hf(state["model"], num_layers=model["num_layers"])
     written = {hf_interop.CONFIG_NAME: json.dumps(config, indent=2).encode("utf-8"),
                hf_interop.WEIGHTS_NAME: save(tensors, metadata={"format": "pt"})}
-    try:
-        tokenizer = storage.read_bytes(storage.join(run, TOKENIZER_NAME))
-    except FileNotFoundError:
-        tokenizer = None
+    url = storage.join(run, TOKENIZER_NAME)
+    tokenizer = checkpoint.tokenizer_text(state, url) if storage.exists(url) else None
     if tokenizer is not None:
-        written[TOKENIZER_NAME] = tokenizer
-        vocab = wordpiece_vocab(tokenizer.decode("utf-8"))
+        written[TOKENIZER_NAME] = tokenizer.encode("utf-8")
+        vocab = wordpiece_vocab(tokenizer)
         if vocab is not None:
             written["vocab.txt"] = "".join(token + "\n" for token in vocab).encode("utf-8")
     for name, data in written.items():

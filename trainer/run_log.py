@@ -11,23 +11,54 @@ checkpoint it resumes from, so the file reads as if the run had never stopped.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any, TextIO
 
 from fsspec.core import url_to_fs
 
 from mlm_data import storage
+from mlm_data.errors import MlmDataError
 
 METRICS_NAME = "metrics.jsonl"
+log = logging.getLogger(__name__)
+
+
+class MetricsLogError(MlmDataError):
+    """A run's metrics.jsonl is damaged before its last line."""
 
 
 def read_metrics(run: str) -> list[dict[str, Any]]:
-    """Every record of ``run``'s metrics.jsonl (empty when there is none yet)."""
+    """Every record of ``run``'s metrics.jsonl (empty when there is none yet).
+
+    A last line that is not a whole record is what a write cut short by a power loss or a full
+    disk leaves: it is dropped with a one-line notice (a resumed run then rewrites the file
+    without it). Damage further up is not that, and is refused naming the line.
+    """
+    url = storage.join(run, METRICS_NAME)
     try:
-        text = storage.read_text(storage.join(run, METRICS_NAME))
+        data = storage.read_bytes(url)
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    lines = [(i, line) for i, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            record, problem = None, str(e)
+        else:
+            problem = "" if isinstance(record, dict) else f"a JSON {type(record).__name__}, not a record"
+        if not problem:
+            records.append(record)
+        elif i == lines[-1][0]:
+            log.warning("%s: ignoring its incomplete last line (line %d, %d bytes), cut short when the run "
+                        "stopped", url, i, len(line))
+        else:
+            raise MetricsLogError(f"{url}: line {i} is damaged ({problem}), and it is not the last line, so it is "
+                                  "not a write cut short; repair or delete that line, or move the file aside to "
+                                  "start the log afresh")
+    return records
 
 
 class MetricsLog:

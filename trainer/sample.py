@@ -7,15 +7,13 @@ foreign tokenizer.json cannot silently turn ids into the wrong words.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from mlm_data import storage
 from mlm_data.config.loading import from_dict
 from mlm_data.dataset.manifest import TOKENIZER_NAME
 from mlm_data.errors import ConfigError
-from mlm_data.text.tokenizer import describe, parse_tokenizer, read_tokenizer_text
+from mlm_data.text.tokenizer import describe, parse_tokenizer
 from trainer import checkpoint
 from trainer.config import ModelConfig
 from trainer.models.decoder import GPT
@@ -40,10 +38,7 @@ def generate_text(ckpt: str, prompt: str, *, max_new_tokens: int = 50, greedy: b
         raise ConfigError(f"{ckpt}: a {cfg.task or 'mlm'} model; generate needs a causal LM (pretrained on a "
                           "causal_lm dataset)")
     url = tokenizer or storage.join(run, TOKENIZER_NAME)
-    text = read_tokenizer_text(url)
-    recorded = ((state.get("dataset") or {}).get("tokenizer") or {}).get("sha256")
-    if recorded and hashlib.sha256(text.encode("utf-8")).hexdigest() != recorded:
-        raise ConfigError(f"{url}: not the tokenizer this model was trained with (sha256 {recorded[:12]}…)")
+    text = checkpoint.tokenizer_text(state, url)
     tok = parse_tokenizer(text, source=url)
     ids = tok.encode(prompt, add_special_tokens=False).ids
     if not ids:

@@ -34,6 +34,7 @@ from mlm_data.dataset.manifest import TOKENIZER_NAME
 from mlm_data.dataset.schema import LABELLED_TASKS, MLM_TASKS
 from mlm_data.errors import ConfigError, MlmDataError
 from mlm_data.seeding import derive_key
+from mlm_data.text.tokenizer import dataset_tokenizer_text
 from trainer import checkpoint, distributed, warm_start
 from trainer.config import (
     PretrainConfig,
@@ -168,14 +169,13 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
     if not cfg.data.sources:
         raise ConfigError("data.sources: nothing to train on; pass --data DATASET")
     run, source = cfg.output, cfg.data.sources[0]
-    saved = checkpoint.load_latest(run) if resume else None
-    if saved is None and checkpoint.list_checkpoints(run):
-        if not overwrite:
-            raise ConfigError(f"{run}: already holds checkpoints; continue it with --resume {run}, "
-                              "replace it with --overwrite, or choose another --output")
-        if ctx.is_main:
-            for _, url in checkpoint.list_checkpoints(run):
-                storage.remove(url)
+    saved = checkpoint.resume_point(run) if resume else None
+    # An earlier run's checkpoints go only once this one has everything it needs (data, init,
+    # config, model): a mistyped --data must never cost them.
+    replaced = checkpoint.list_checkpoints(run) if saved is None else []
+    if replaced and not overwrite:
+        raise ConfigError(f"{run}: already holds checkpoints; continue it with --resume {run}, "
+                          "replace it with --overwrite, or choose another --output")
 
     # ---- data, and the config fields only the data (and the init) know
     sources = [DataSource(*parse_source(s)) for s in cfg.data.sources]
@@ -184,6 +184,7 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
     if saved is not None:
         check_resume_data(loader, saved, run=run)
     task, manifest = loader.task, loader.manifest
+    tokenizer = dataset_tokenizer_text(manifest)  # the run folder keeps a copy: generate and export read it
     if task not in COMMAND_TASKS[command]:
         other = next(c for c, tasks in COMMAND_TASKS.items() if task in tasks)
         raise ConfigError(f"{source}: task {task!r} is not for `mlm-train {command}` (it trains "
@@ -219,12 +220,14 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
         optimizer.load_state_dict(saved["optimizer"])
         restore_loader(loader, saved["loader"], ctx, source=run)
         step = saved["step"]
+    if ctx.is_main:
+        for _, url in replaced:
+            storage.remove(url)
     metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
     dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
     if ctx.is_main:
         storage.write_bytes(storage.join(run, CONFIG_NAME), _to_yaml(to_dict(cfg)))
-        # The run folder is self-contained: generate and export read the tokenizer from here.
-        storage.write_bytes(storage.join(run, TOKENIZER_NAME), storage.read_bytes(manifest.tokenizer_url()))
+        storage.write_bytes(storage.join(run, TOKENIZER_NAME), tokenizer.encode("utf-8"))
     amp_dtype = amp_dtype_for(t.precision, ctx.device)
     net: torch.nn.Module = torch.compile(model) if t.compile else model
     if ctx.world_size > 1:

@@ -88,7 +88,9 @@ def check_tokenizer(init: Init, manifest: Manifest, *, source: str) -> None:
     if init.vocabulary is not None:
         from tokenizers import Tokenizer
 
-        ours = Tokenizer.from_str(storage.read_text(manifest.tokenizer_url())).get_vocab(with_added_tokens=True)
+        from mlm_data.text.tokenizer import dataset_tokenizer_text
+
+        ours = Tokenizer.from_str(dataset_tokenizer_text(manifest)).get_vocab(with_added_tokens=True)
         differ = sorted(t for t in set(ours) | set(init.vocabulary) if ours.get(t) != init.vocabulary.get(t))
         if differ:
             raise ConfigError(f"--init {init.where}: its vocabulary differs from {source}'s tokenizer in "

@@ -56,12 +56,12 @@ def summarize(manifest: Manifest, *, sample: bool = True) -> dict[str, Any]:
 
 def decoded_sample(manifest: Manifest, *, row: int = 0) -> dict[str, Any]:
     """The first row of the first shard, decoded, so people see what the model will see."""
-    from mlm_data.text.tokenizer import parse_tokenizer, read_tokenizer_text
+    from mlm_data.text.tokenizer import dataset_tokenizer_text, parse_tokenizer
 
     entry = manifest.shards[0]
     table = decode_table(fetch_shard(manifest.url(entry.path), num_bytes=entry.num_bytes, sha256=entry.sha256),
                          source=manifest.url(entry.path))
-    tok = parse_tokenizer(read_tokenizer_text(manifest.tokenizer_url()), source=manifest.tokenizer_url())
+    tok = parse_tokenizer(dataset_tokenizer_text(manifest), source=manifest.tokenizer_url())
     rec = table.slice(row, 1).to_pylist()[0]
     ids = list(rec["input_ids"])
     out: dict[str, Any] = {"shard": entry.path, "row": row, "num_tokens": len(ids)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +39,21 @@ from mlm_data.storage.retries import (
     says_missing_bucket,
 )
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: abandoned temporaries are never removed
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
-    "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient", "join",
-    "list_files", "read_bytes", "read_text", "remove", "retry", "write_bytes",
+    "TEMPORARY_PREFIX", "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient",
+    "join", "list_files", "read_bytes", "read_text", "remove", "remove_abandoned_temporaries", "retry",
+    "write_bytes",
 ]
+
+#: Local writes go to a temporary named ``.tmp-<uuid>-<name>`` beside the target first.
+TEMPORARY_PREFIX = ".tmp-"
+#: How long an empty, unlocked temporary may be a writer's between creating and locking it.
+_CREATION_GRACE_S = 10.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,16 +178,62 @@ def _write_local(path: str, data: bytes) -> None:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    tmp = os.path.join(parent, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
         with open(tmp, "wb") as f:
+            # Held until the rename: a temporary nobody holds was left by a writer that died
+            # (see ``remove_abandoned_temporaries``).
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_abandoned_temporaries(url: str) -> list[str]:
+    """Delete the temporary files that ``write_bytes`` calls killed mid-write left in the
+    folder ``url``, and return their names.
+
+    A live writer holds an exclusive ``flock`` on its temporary from just after creating it
+    until it is renamed, so a temporary that can be locked belongs to a dead process. An empty
+    one that young may be a writer's between creating and locking it; it is kept. Object
+    stores get no temporaries (one PUT publishes an object), so only local folders have any.
+    """
+    if not is_local(url) or fcntl is None:
+        return []
+    folder = url_to_fs(url)[1]
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(TEMPORARY_PREFIX))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being written
+            st = os.fstat(fd)
+            if st.st_size == 0 and time.time() - st.st_mtime < _CREATION_GRACE_S:
+                continue
+            try:
+                if os.stat(path).st_ino == st.st_ino:
+                    os.remove(path)
+                    removed.append(name)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def exists(url: str) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mlm_data import storage
+from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import TokenizerError
 
 _CANDIDATES = {
@@ -79,17 +80,37 @@ def parse_tokenizer(text: str, *, source: str) -> Tokenizer:
     return tok
 
 
-def read_tokenizer_text(url: str) -> str:
+def read_tokenizer_text(url: str, *, sha256: str | None = None, recorded_by: str = "",
+                        fix: str = "restore the original file") -> str:
+    """The text of the tokenizer file at ``url``; with ``sha256``, only if the file still hashes
+    to what ``recorded_by`` (e.g. ``"the manifest"``, ``"the checkpoint"``) recorded for it.
+
+    Every reader of a dataset's or a run's ``tokenizer.json`` goes through here with the hash
+    it was recorded with, so a file changed after the fact is refused wherever it is read,
+    instead of being copied into a run or shipped in an export.
+    """
     try:
         data = storage.read_bytes(url)
     except FileNotFoundError:
         raise TokenizerError(f"{url}: tokenizer file not found") from None
     except IsADirectoryError:
         raise TokenizerError(f"{url}: is a directory; pass the tokenizer.json file inside it") from None
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise TokenizerError(f"{url}: tokenizer checksum mismatch (sha256 {digest[:12]}…, {recorded_by or 'the record'} "
+                                 f"says {sha256[:12]}…): the file changed after it was written; {fix}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise TokenizerError(f"{url}: not a tokenizer file (binary content); pass a tokenizer.json") from None
+
+
+def dataset_tokenizer_text(manifest: Manifest) -> str:
+    """A dataset's ``tokenizer.json``, checked against the sha256 its manifest records."""
+    return read_tokenizer_text(manifest.tokenizer_url(), sha256=manifest.tokenizer.get("sha256"),
+                               recorded_by=f"the manifest of {manifest.root}",
+                               fix="restore the original file or re-create the dataset")
 
 
 def load_tokenizer(url: str, *, sha256: str | None = None) -> Tokenizer:

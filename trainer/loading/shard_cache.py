@@ -4,7 +4,10 @@ Shards are fetched through fsspec (``mlm_data.dataset.shards.fetch_shard``: size
 transient store errors retried with backoff by ``mlm_data.storage``), written under a
 temporary name and published with ``os.replace``, so a cache file exists only once complete
 and verified. Files are named by their sha256: content-addressed, a cache directory can be
-shared by loaders, datasets and runs without ever serving a stale shard.
+shared by loaders, datasets and runs without ever serving a stale shard. A file already in
+the cache is re-hashed the first time this cache object uses it (once per process: each
+DataLoader worker has its own), since a persistent ``cache_dir`` outlives any check made
+when it was filled; one that no longer matches its name is fetched again.
 
 Several processes (DataLoader workers) share one directory. Coordination is by ``flock``:
 a per-shard lock file makes one process download while the others wait; a shard in use is
@@ -15,6 +18,7 @@ removes only files it can lock exclusively, so no process loses a shard it is re
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -34,6 +38,7 @@ except ImportError:  # pragma: no cover - non-POSIX: one process per cache direc
 
 log = logging.getLogger(__name__)
 _SUFFIX = ".arrow"
+_HASH_CHUNK = 1 << 22
 
 
 @contextlib.contextmanager
@@ -66,6 +71,7 @@ class ShardCache:
         self._open: OrderedDict[str, tuple[ShardRows, int]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch_threads), thread_name_prefix="shard-prefetch")
         self._warned_full = False
+        self._verified: set[str] = set()  # sha256 of the files this object has hashed or fetched
 
     def path_of(self, entry: ShardEntry) -> str:
         return os.path.join(self.directory, entry.sha256 + _SUFFIX)
@@ -76,7 +82,7 @@ class ShardCache:
             with self._lock:
                 if entry.sha256 in self._inflight or entry.sha256 in self._open:
                     continue
-                if os.path.exists(self.path_of(entry)):
+                if entry.sha256 in self._verified and os.path.exists(self.path_of(entry)):
                     continue
                 self._inflight[entry.sha256] = self._pool.submit(self._fetch, url, entry)
 
@@ -100,10 +106,10 @@ class ShardCache:
     def _fetch(self, url: str, entry: ShardEntry) -> str:
         try:
             path = self.path_of(entry)
-            if _complete(path, entry):
+            if self._intact(path, entry):
                 return path
             with _locked(path + ".lock"):
-                if _complete(path, entry):
+                if self._intact(path, entry):
                     return path
                 data = fetch_shard(url, num_bytes=entry.num_bytes, sha256=entry.sha256)
                 tmp = os.path.join(self.directory, f".tmp-{uuid.uuid4().hex}-{entry.sha256}{_SUFFIX}")
@@ -114,12 +120,32 @@ class ShardCache:
                 finally:
                     if os.path.exists(tmp):
                         os.remove(tmp)
+                with self._lock:
+                    self._verified.add(entry.sha256)
                 log.debug("cached %s as %s", url, path)
             self._evict(keep=os.path.basename(path))
             return path
         finally:
             with self._lock:
                 self._inflight.pop(entry.sha256, None)
+
+    def _intact(self, path: str, entry: ShardEntry) -> bool:
+        """Whether the cached file is the shard: by size, and on first use here by sha256 too.
+        A file that fails is removed (the caller fetches it again), and says so."""
+        if not _complete(path, entry):
+            return False
+        with self._lock:
+            if entry.sha256 in self._verified:
+                return True
+        if _sha256_of(path) == entry.sha256:
+            with self._lock:
+                self._verified.add(entry.sha256)
+            return True
+        log.warning("shard cache %s: %s does not match its sha256 any more (changed on disk); fetching it again",
+                    self.directory, os.path.basename(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return False
 
     def open(self, url: str, entry: ShardEntry) -> ShardRows:
         """The shard's rows, pinned in the cache until ``keep_open`` newer shards are opened."""
@@ -196,6 +222,17 @@ def _complete(path: str, entry: ShardEntry) -> bool:
         return os.path.getsize(path) == entry.num_bytes
     except FileNotFoundError:
         return False
+
+
+def _sha256_of(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
 
 
 def _try_remove(path: str) -> bool:
