@@ -181,3 +181,21 @@ def test_resume_refuses_metrics_damaged_before_the_last_line(trained, tmp_path, 
     line = error_line(capsys)
     assert line.startswith(f"mlm-data error: {metrics}: line 2 is damaged (")
     assert "move the file aside to start the log afresh" in line
+
+
+# ---- resuming on data made otherwise: the same "made alike" check as mixing and --eval-data
+
+
+def test_resume_on_a_dataset_made_with_another_tokenizer_is_refused_in_dataset_terms(trained, dataset, tmp_path,
+                                                                                    capsys):
+    run = copy_run(trained, tmp_path)
+    other = tmp_path / "retokenized"
+    shutil.copytree(dataset, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["tokenizer"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["pretrain", "--resume", str(run), "--data", str(other), "--max-steps", "6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlm-data error: cannot resume on these datasets: they are not made like the data the "
+                          "checkpoint was trained on")
+    assert f"  - {other} was tokenized with sha256 000000000000…, the training data of {run} with " in err
