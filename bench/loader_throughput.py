@@ -9,7 +9,7 @@ another (e.g. /work/shared/corpora/pydoc/python-3.11-docs.txt), with the shared
 bert-base-uncased tokenizer when it is there. Then, per length and batch size, in one process
 and interleaved repeat by repeat so that machine noise hits both alike, it times:
 
-  ours   ``ShardLoader(num_workers=0)``: plan lookup, reading the rows from the memory-mapped
+  ours   ``ShardLoader`` (no workers): plan lookup, reading the rows from the memory-mapped
          shards, dynamic 80/10/10 masking (``mlm_data.masking``), padding to a multiple of 8,
          attention masks, tensors. Warmed up for one epoch first, so every shard is cached.
   hf     ``DataCollatorForLanguageModeling(mlm_probability=0.15, pad_to_multiple_of=8)`` with a
@@ -44,6 +44,7 @@ from mlm_data.dataset.shards import decode_table, fetch_shard  # noqa: E402
 from mlm_data.masking import mask_tokens  # noqa: E402
 from mlm_data.seeding import keys_for  # noqa: E402
 from trainer.loading.loader import DataSource, ShardLoader  # noqa: E402
+from trainer.loading.options import LoaderOptions  # noqa: E402
 
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
 BERT = REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json"
@@ -90,7 +91,8 @@ def rows_as_lists(root: Path) -> list[list[int]]:
 
 def measure(root: Path, batch_size: int, *, sequences: int, repeats: int, work: Path) -> dict[str, float]:
     n_batches = max(1, sequences // batch_size)
-    loader = ShardLoader([DataSource(str(root))], batch_size=batch_size, seed=0, cache_dir=str(work / "cache"))
+    loader = ShardLoader([DataSource(str(root))], batch_size=batch_size, seed=0,
+                         options=LoaderOptions(cache_dir=str(work / "cache")))
     ours = iter(loader)
     for _ in range(loader.steps_per_epoch + 2):  # warm-up: every shard fetched, verified, mapped
         sample = next(ours)

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.loading.loader import DataSource, ShardLoader
 
         loader = ShardLoader([DataSource(args.data)], batch_size=train.batch_size, seed=train.seed,
-                             masking=cfg.data.masking, num_workers=cfg.data.num_workers)
+                             options=cfg.data)
         run_cfg = resolve_for_dataset(cfg, vocab_size=loader.vocab_size, task=loader.task,
                                       max_seq_length=loader.max_seq_length, source=args.data)
         rows.append(measure(run_cfg, iter(loader), seq_len=loader.max_seq_length, mask_prob=mask_prob,

@@ -220,14 +220,13 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
         optimizer.load_state_dict(saved["optimizer"])
         restore_loader(loader, saved["loader"], ctx, source=run)
         step = saved["step"]
-    if ctx.is_main:
+    if ctx.is_main:  # the new run starts here: an earlier one's checkpoints go first
         for _, url in replaced:
             storage.remove(url)
-    metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
-    dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
-    if ctx.is_main:
         storage.write_bytes(storage.join(run, CONFIG_NAME), _to_yaml(to_dict(cfg)))
         storage.write_bytes(storage.join(run, TOKENIZER_NAME), tokenizer.encode("utf-8"))
+    metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
+    dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
     amp_dtype = amp_dtype_for(t.precision, ctx.device)
     net: torch.nn.Module = torch.compile(model) if t.compile else model
     if ctx.world_size > 1:
