@@ -38,7 +38,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlm_data.config.preprocess import MaskingConfig, load_preprocess_config  # noqa: E402
+from mlm_data.config.loading import load  # noqa: E402
+from mlm_data.config.preprocess import MaskingConfig, PreprocessConfig  # noqa: E402
 from mlm_data.dataset.manifest import Manifest  # noqa: E402
 from mlm_data.dataset.shards import decode_table, fetch_shard  # noqa: E402
 from mlm_data.masking import mask_tokens  # noqa: E402
@@ -64,7 +65,7 @@ def build_dataset(work: Path, corpus: Path, length: int) -> Path:
     }
     if BERT.exists():
         extra["tokenizer.path"] = str(BERT)
-    run(load_preprocess_config(str(REPO / "configs" / "pretrain" / "demo.yaml"), extra=extra), echo=lambda _m: None)
+    run(load(PreprocessConfig, str(REPO / "configs" / "pretrain" / "demo.yaml"), settings=extra), echo=lambda _m: None)
     return out
 
 

@@ -144,14 +144,15 @@ def score(kinds: list[tuple[str, str]], dropped: set[str]) -> dict[str, object]:
 
 def run_pipeline(corpus: Path, out: Path, **fields: object) -> tuple[dict, dict[str, str]]:
     """Manifest counts and ``{dropped id: kept id}`` of one in-process pipeline run."""
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.config.preprocess import PreprocessConfig
     from pipelines.preprocess import run
 
     clusters = out.parent / f"{out.name}-clusters.jsonl"
     extra = {"input.paths": [str(corpus)], "output.path": str(out), "output.overwrite": True,
              "tokenizer.path": str(SMALL_TOKENIZER), "dedup.near_duplicates": True,
              "dedup.write_clusters": str(clusters), **fields}
-    manifest = run(load_preprocess_config(None, extra=extra), echo=lambda _m: None)
+    manifest = run(load(PreprocessConfig, settings=extra), echo=lambda _m: None)
     dropped = {}
     for line in clusters.read_text().splitlines():
         rec = json.loads(line)
@@ -284,8 +285,8 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
 def cmd_filters(args: argparse.Namespace) -> None:
     from mlm_data.accounting import FILTER_RULES
-    from mlm_data.config.loading import load_yaml
-    from mlm_data.config.preprocess import CleanConfig, load_preprocess_config
+    from mlm_data.config.loading import load, load_yaml
+    from mlm_data.config.preprocess import CleanConfig, PreprocessConfig
     from mlm_data.quality.documents import cleaned_text
     from mlm_data.quality.filters import QualityFilter
     from pipelines.preprocess import run
@@ -296,7 +297,7 @@ def cmd_filters(args: argparse.Namespace) -> None:
         for path in (PYDOC, DJANGO):
             if not path.exists():
                 continue
-            manifest = run(load_preprocess_config(args.config, extra={
+            manifest = run(load(PreprocessConfig, args.config, settings={
                 "input.paths": [str(path)], "output.path": str(work / path.stem), "output.overwrite": True,
                 "tokenizer.path": str(SMALL_TOKENIZER)}), echo=lambda _m: None)
             c = manifest.data["counts"]
@@ -309,7 +310,7 @@ def cmd_filters(args: argparse.Namespace) -> None:
                 value = cfg_data.get("filters", {}).get(rule)
                 if value in (None, [], {}):
                     continue
-                one = load_preprocess_config(None, extra={f"filters.{rule}": value}).filters
+                one = load(PreprocessConfig, settings={f"filters.{rule}": value}).filters
                 failed = sum(r is not None for r in QualityFilter(one).evaluate(docs))
                 alone.append(f"{rule} {failed}")
             print(f"  each rule alone: {', '.join(alone)}")

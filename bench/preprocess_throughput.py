@@ -118,10 +118,11 @@ def hf_seconds(docs: list[str], tokenizer_path: Path, repeats: int) -> float | N
 
 
 def pipeline_once(corpus: Path, out: Path, tokenizer_path: Path) -> float:
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.config.preprocess import PreprocessConfig
     from pipelines.preprocess import run
 
-    cfg = load_preprocess_config(None, extra={
+    cfg = load(PreprocessConfig, settings={
         "input.paths": [str(corpus)], "output.path": str(out), "tokenizer.path": str(tokenizer_path),
         "output.overwrite": True, "clean.deduplicate": True,
     })
@@ -161,9 +162,10 @@ def peak_rss_mb(corpus: Path, out: Path, tokenizer_path: Path, shard_bytes: int)
         "            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
         "    except OSError:\n"
         "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "from mlm_data.config.preprocess import load_preprocess_config\n"
+        "from mlm_data.config.loading import load\n"
+        "from mlm_data.config.preprocess import PreprocessConfig\n"
         "from pipelines.preprocess import run\n"
-        f"cfg = load_preprocess_config(None, extra={{'input.paths': [{str(corpus)!r}], 'output.path': {str(out)!r},"
+        f"cfg = load(PreprocessConfig, settings={{'input.paths': [{str(corpus)!r}], 'output.path': {str(out)!r},"
         f" 'tokenizer.path': {str(tokenizer_path)!r}, 'output.overwrite': True,"
         f" 'output.target_shard_bytes': {shard_bytes}}})\n"
         "run(cfg, echo=lambda m: None)\n"

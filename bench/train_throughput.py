@@ -31,7 +31,8 @@ from dataclasses import replace
 
 import torch
 
-from trainer.config import load_pretrain_config, resolve_for_dataset
+from mlm_data.config.loading import load
+from trainer.config import PretrainConfig, resolve_for_dataset
 from trainer.models.encoder import BertForPreTraining
 from trainer.optim import build_optimizer
 from trainer.train import amp_dtype_for, train_step
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: from the table for GPUs)")
     args = p.parse_args(argv)
 
-    cfg = load_pretrain_config(args.config)
+    cfg = load(PretrainConfig, args.config)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     train = replace(cfg.train, device=args.device, max_steps=10**9, warmup_steps=0,

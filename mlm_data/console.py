@@ -1,6 +1,6 @@
 """What both console scripts (``mlm-data`` and ``mlm-train``) do around a command: quiet logging
-and the rule that a user-facing failure is one line on stderr with exit status 2, never a
-traceback from inside a library."""
+and the rule that a user-facing failure is one line on stderr, ``PROG error: ...``, with exit
+status 2, never a traceback from inside a library."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from mlm_data.errors import find_user_message
+from mlm_data.errors import MARKER, find_user_message
 
 #: Libraries whose INFO chatter (connection pools, credential lookups, runner internals) would
 #: drown the progress lines a user reads.
@@ -26,10 +26,10 @@ def echo(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_command(command: Callable[[], int]) -> int:
+def run_command(command: Callable[[], int], *, program: str) -> int:
     """Run ``command``; turn a project error (also one a runner or loader worker wrapped) into
-    its one-line message and exit status 2, Ctrl-C into 130. Anything else is a bug and keeps
-    its traceback."""
+    one line, ``{program} error: ...``, and exit status 2, and Ctrl-C into the line
+    ``interrupted`` and status 130. Anything else is a bug and keeps its traceback."""
     try:
         return command()
     except KeyboardInterrupt:
@@ -39,5 +39,5 @@ def run_command(command: Callable[[], int]) -> int:
         message = find_user_message(e)
         if message is None:
             raise
-        echo(message)
+        echo(f"{program} error: {message.removeprefix(MARKER)}")
         return 2

@@ -1,9 +1,16 @@
 """``mlm-data``: preprocess, inspect, verify and train-tokenizer.
 
-Thin by design: parse flags, build a config, call one function. Flags this CLI does not know
-are handed to Beam untouched (``--runner``, ``--direct_num_workers``, ``--project``, ...).
-Errors a user can fix print as one line and exit 2; anything else is a bug and keeps its
-traceback.
+Thin by design: parse flags, build a config, call one function. Every config field has a flag
+named after its path (``mlm_data.config.flags``: ``instances.max_seq_length`` →
+``--instances.max-seq-length``; the common ones are short: ``--input``, ``--output``,
+``--tokenizer``, ``--overwrite``, ``--labels-from``), ``--set section.field=value`` reaches any
+field too, and a value given on the command line beats the ``--config`` file. Flags that
+Beam's pipeline options define are handed to Beam untouched (``--runner``,
+``--direct_num_workers``, ``--project``, ...); any other flag is refused, so a typo never
+silently becomes a run with defaults.
+
+Errors a user can fix print as one line, ``mlm-data error: ...``, and exit 2; anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,26 +20,39 @@ import json
 import sys
 from collections.abc import Sequence
 
+from mlm_data.config.flags import ArgumentParser, add_field_flags, field_flags, given_fields
+from mlm_data.config.loading import parse_setting
+from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.console import configure_logging, echo, run_command
 
+#: One flag per config field, by its full path; the ones every run needs have short names.
+FLAGS = field_flags(PreprocessConfig, names={
+    "input.paths": "--input", "output.path": "--output", "tokenizer.path": "--tokenizer",
+    "output.overwrite": "--overwrite", "labels.from_dataset": "--labels-from",
+}, metavars={"input.paths": "PATH_OR_GLOB", "output.path": "DATASET", "tokenizer.path": "JSON",
+             "labels.from_dataset": "DATASET"})
+_SECTIONS = {"seed": "seed", "input": "input (what to read)", "clean": "clean (normalise and filter)",
+             "filters": "filters (quality rules, all off by default)", "dedup": "dedup (near-duplicate removal)",
+             "tokenizer": "tokenizer", "instances": "instances (what rows to build)",
+             "masking": "masking (static masking in the pipeline)", "labels": "labels (classification tasks)",
+             "output": "output (where and how to write)"}
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlm-data", allow_abbrev=False,
-                                description="Turn raw text into deterministic Arrow training shards.")
+
+def _parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    p = ArgumentParser(prog="mlm-data", description="Turn raw text into deterministic Arrow training shards.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pre = sub.add_parser("preprocess", allow_abbrev=False,
-                         help="run the Beam pipeline (unknown flags go to Beam: --runner, --direct_num_workers, ...)")
+    pre = sub.add_parser(
+        "preprocess", help="run the Beam pipeline (Beam's own flags pass through: --runner, --direct_num_workers, ...)",
+        usage="mlm-data preprocess [--config YAML] --input PATH_OR_GLOB... --output DATASET [--tokenizer JSON] "
+              "[--overwrite] [--set SECTION.FIELD=VALUE]... [--FIELD VALUE]... [BEAM FLAGS]",
+        description="Turn raw text into a dataset. Every config field can be set with its own flag; flags "
+                    "that Beam's pipeline options define (--runner, --direct_num_workers, --project, "
+                    "--temp_location, ...) are handed to Beam, any other flag is an error.")
     pre.add_argument("--config", help="YAML config (configs/pretrain/bert.yaml, ...); defaults otherwise")
-    pre.add_argument("--input", nargs="+", action="extend", metavar="PATH_OR_GLOB",
-                     help="input files, globs or URLs (replaces input.paths)")
-    pre.add_argument("--output", help="dataset directory or URL (replaces output.path)")
-    pre.add_argument("--tokenizer", help="HF tokenizers JSON, local or URL (replaces tokenizer.path)")
-    pre.add_argument("--labels-from", metavar="DATASET",
-                     help="reuse the label list of an existing dataset, so dev/test label ids match train")
-    pre.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override any config field, e.g. --set instances.max_seq_length=512")
+    add_field_flags(pre, FLAGS, sections=_SECTIONS)
 
     ins = sub.add_parser("inspect", help="summarise a dataset: rows, tokens, drops, stats and a decoded sample")
     ins.add_argument("dataset")
@@ -50,28 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--vocab-size", type=int)
     tt.add_argument("--cased", action="store_true", help="keep case and accents (default: BERT uncased)")
     tt.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    return p
+    return p, {"preprocess": pre, "inspect": ins, "verify": ver, "train-tokenizer": tt}
 
 
 def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.dataset.inspection import render, summarize
     from pipelines.preprocess import run
 
-    extra: dict[str, object] = {}
-    if args.input:
-        extra["input.paths"] = list(args.input)
-    if args.output:
-        extra["output.path"] = args.output
-    if args.tokenizer:
-        extra["tokenizer.path"] = args.tokenizer
-    if args.overwrite:
-        extra["output.overwrite"] = True
-    if args.labels_from:
-        extra["labels.from_dataset"] = args.labels_from
-    cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
+    cfg = load(PreprocessConfig, args.config,
+               settings=[*(parse_setting(item) for item in args.set), *given_fields(args, FLAGS)])
     manifest = run(cfg, beam_args=beam_args, echo=echo)
-    from mlm_data.dataset.inspection import render, summarize
-
     print(render(summarize(manifest)))
     return 0
 
@@ -112,16 +121,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from mlm_data import storage
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
     from mlm_data.reading.document_reader import list_input_files
     from pipelines.preprocess import resolve_tokenizer
 
-    extra: dict[str, object] = {"input.paths": list(args.input), "tokenizer.path": None}
+    settings = [*(parse_setting(item) for item in args.set), ("input.paths", list(args.input)),
+                ("tokenizer.path", None)]
     if args.vocab_size:
-        extra["tokenizer.vocab_size"] = args.vocab_size
+        settings.append(("tokenizer.vocab_size", args.vocab_size))
     if args.cased:
-        extra["tokenizer.lowercase"] = False
-    cfg = load_preprocess_config(args.config, overrides=args.set, extra=extra)
+        settings.append(("tokenizer.lowercase", False))
+    cfg = load(PreprocessConfig, args.config, settings=settings)
     text, info = resolve_tokenizer(cfg, list_input_files(cfg.input.paths), echo=echo)
     storage.write_bytes(args.output, text.encode("utf-8"))
     print(f"wrote {args.output}: {info.vocab_size} entries, sha256 {info.sha256[:12]}…")
@@ -130,14 +140,19 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
+    parser, commands = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "preprocess":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    configure_logging()
-    commands = {"preprocess": lambda: cmd_preprocess(args, unknown), "inspect": lambda: cmd_inspect(args),
-                "verify": lambda: cmd_verify(args), "train-tokenizer": lambda: cmd_train_tokenizer(args)}
-    return run_command(commands[args.command])
+    configure_logging()  # before Beam's PipelineOptions, which configures logging its own way
+    if unknown and args.command == "preprocess":
+        from pipelines.runner import unknown_to_beam
+
+        not_beam, beam_flags = unknown_to_beam(unknown)
+        commands["preprocess"].reject_unknown(not_beam, commands["preprocess"].flags(), beam_flags)
+    else:
+        commands[args.command].reject_unknown(unknown)
+    run = {"preprocess": lambda: cmd_preprocess(args, unknown), "inspect": lambda: cmd_inspect(args),
+           "verify": lambda: cmd_verify(args), "train-tokenizer": lambda: cmd_train_tokenizer(args)}
+    return run_command(run[args.command], program="mlm-data")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import importlib
+from collections.abc import Iterator, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
@@ -13,8 +15,68 @@ from apache_beam.runners.runner import PipelineRunner
 _LOCAL_NAMES = {None, "", "directrunner", "direct", "fnapirunner"}
 
 
+#: Modules that register more ``PipelineOptions`` classes when imported (their runners' flags),
+#: imported only when a flag is not found among the ones ``pipeline_options`` itself defines.
+_MORE_OPTIONS = ("apache_beam.runners.dask.dask_runner", "apache_beam.runners.render", "apache_beam.yaml.options")
+
+
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return PipelineOptions(list(beam_args))
+
+
+def unknown_to_beam(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The arguments no registered Beam option accepts, and Beam's flags (for a "did you mean").
+
+    Beam itself only logs "Discarding unparseable args" and runs on, so a mistyped flag would
+    silently become a run with defaults; the CLI refuses those instead. Abbreviations are not
+    accepted (``--direct_num`` is not ``--direct_num_workers``), as in Beam.
+    """
+    unknown, flags = _parse_with_beam(args)
+    if unknown:
+        for module in (*_MORE_OPTIONS, _runner_module(args)):
+            try:
+                if module:
+                    importlib.import_module(module)
+            except ImportError:  # a runner whose extra is not installed defines no flags here
+                continue
+        unknown, flags = _parse_with_beam(args)
+    return unknown, flags
+
+
+def _parse_with_beam(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    parsers: list[argparse.ArgumentParser] = []
+
+    def register_all(parser: argparse.ArgumentParser) -> None:
+        # Beam registers the direct subclasses of PipelineOptions; add their subclasses too.
+        for cls in _option_classes(PipelineOptions):
+            if PipelineOptions not in cls.__bases__:
+                try:
+                    cls._add_argparse_args(parser)  # the documented hook of every options class
+                except argparse.ArgumentError:  # a subclass repeating its base's flags
+                    pass
+        parsers.append(parser)
+
+    PipelineOptions([]).get_all_options(add_extra_args_fn=register_all)
+    parser = parsers[0]
+    _, unknown = parser.parse_known_args(list(args))
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    return unknown, flags
+
+
+def _option_classes(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _option_classes(sub)
+
+
+def _runner_module(args: Sequence[str]) -> str | None:
+    """``--runner a.b.MyRunner`` (either spelling): the module that defines the runner."""
+    for i, arg in enumerate(args):
+        name = arg.partition("=")[2] if arg.startswith("--runner=") else (
+            args[i + 1] if arg == "--runner" and i + 1 < len(args) else "")
+        if "." in name:
+            return name.rpartition(".")[0]
+    return None
 
 
 def make_runner(options: PipelineOptions) -> PipelineRunner | str:

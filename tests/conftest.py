@@ -52,7 +52,8 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def preprocess() -> Callable[..., Any]:
     """``preprocess(inputs, output, beam_args=(), **{'section.field': value})`` → Manifest."""
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.config.preprocess import PreprocessConfig
     from pipelines.preprocess import run
 
     def _run(inputs: Sequence[str] | str, output: Path | str, *, beam_args: Sequence[str] = (),
@@ -63,7 +64,7 @@ def preprocess() -> Callable[..., Any]:
             "tokenizer.path": str(TOKENIZER),
         }
         extra.update({k.replace("__", "."): v for k, v in fields.items()})
-        cfg = load_preprocess_config(config, extra=extra)
+        cfg = load(PreprocessConfig, config, settings=extra)
         return run(cfg, beam_args=list(beam_args), echo=lambda _msg: None)
 
     return _run

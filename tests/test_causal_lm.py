@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mlm_data.config.loading import load
 from trainer import checkpoint, cli
-from trainer.config import ModelConfig, load_pretrain_config
+from trainer.config import ModelConfig, PretrainConfig
 from trainer.models.decoder import GPT, positions_within_documents
 from trainer.run_log import read_metrics
 
@@ -88,7 +89,7 @@ def test_generation_is_deterministic_and_stops_at_eos():
 
 
 def test_gpt_tiny_config_is_a_pre_ln_decoder_with_document_attention():
-    cfg = load_pretrain_config(GPT_TINY)
+    cfg = load(PretrainConfig, GPT_TINY)
     assert cfg.model.layer_norm == "pre" and cfg.model.document_attention is True and cfg.model.task is None
 
 

@@ -86,3 +86,59 @@ def test_train_tokenizer_is_deterministic(tmp_path, small_corpus, capsys):
 
     tok = Tokenizer.from_file(str(tmp_path / "a.json"))
     assert tok.get_vocab_size() <= 500 and tok.token_to_id("[MASK]") is not None
+
+
+@pytest.mark.parametrize("typo,meant", [("--confg", "--config"), ("--toknizer", "--tokenizer"),
+                                        ("--overwite", "--overwrite"), ("--runer", "--runner"),
+                                        ("--instances.max-seq-lenght", "--instances.max-seq-length")])
+def test_a_mistyped_flag_is_refused_before_anything_is_written(typo, meant, tmp_path, small_corpus, capsys):
+    argv = ["preprocess", "--input", str(small_corpus), "--output", str(tmp_path / "o"), typo, "x.yaml"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"mlm-data error: unknown flag {typo}; did you mean {meant}? (see `mlm-data preprocess --help`)"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_abbreviated_flag_is_not_taken_for_the_long_one(tmp_path, small_corpus, capsys):
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--input", str(small_corpus), "--out", str(tmp_path / "o"), "--direct_num", "2"])
+    assert capsys.readouterr().err.startswith("mlm-data error: unknown flags --out (did you mean --output?), "
+                                              "--direct_num (did you mean --direct_num_workers?)")
+
+
+def test_every_beam_option_class_is_known():
+    from pipelines.runner import unknown_to_beam
+
+    beam_args = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+                 "--project", "p", "--region=europe-west4", "--temp_location", "gs://b/tmp",
+                 "--setup_file=./setup.py", "--num_workers", "4", "--max_num_workers=8", "--worker_machine_type",
+                 "n2-standard-4", "--experiments=use_runner_v2", "--save_main_session",
+                 "--s3_endpoint_url", "http://127.0.0.1:9000", "--environment_type=LOOPBACK", "--job_endpoint",
+                 "localhost:8099", "--pickle_library=cloudpickle", "--profile_cpu"]
+    unknown, flags = unknown_to_beam(beam_args)
+    assert unknown == []
+    assert {"--runner", "--project", "--num_workers", "--s3_endpoint_url", "--job_endpoint"} <= set(flags)
+    assert unknown_to_beam(["--runner", "DirectRunner", "--toknizer", "t.json"])[0] == ["--toknizer", "t.json"]
+
+
+def test_beam_flags_pass_through_to_a_run(tmp_path, capsys):
+    from conftest import demo_documents, write_corpus
+
+    corpus = write_corpus(tmp_path / "c", [demo_documents(8)])
+    assert main(["preprocess", "--input", str(corpus), "--output", str(tmp_path / "o"), "--tokenizer", str(TOKENIZER),
+                 "--runner", "DirectRunner", "--direct_num_workers=1", "--project", "unused", "--temp_location",
+                 str(tmp_path / "beam-temp"), "--instances.max-seq-length", "64", "--overwrite"]) == 0
+    assert (tmp_path / "o" / "manifest.json").exists()
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["max_seq_length"] == 64
+
+
+def test_preprocess_help_lists_every_field_by_section(capsys):
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--help"])
+    out = capsys.readouterr().out
+    for text in ("instances (what rows to build):", "--instances.max-seq-length INT", "--tokenizer JSON",
+                 "--overwrite [true|false]", "--output.validation-fraction FLOAT", "--filters."):
+        assert text in out

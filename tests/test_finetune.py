@@ -266,9 +266,10 @@ def test_epochs_and_warmup_fraction_become_steps():
 
 
 def test_shipped_finetune_configs_load():
-    from trainer.config import load_pretrain_config
+    from mlm_data.config.loading import load
+    from trainer.config import PretrainConfig
 
     for name in ("finetune-ner", "finetune-classify"):
-        cfg = load_pretrain_config(str(REPO / "configs" / "train" / f"{name}.yaml"))
+        cfg = load(PretrainConfig, str(REPO / "configs" / "train" / f"{name}.yaml"))
         assert cfg.train.epochs and cfg.train.warmup_fraction == 0.1 and 5e-5 <= cfg.train.lr <= 1e-4
 

@@ -9,8 +9,9 @@ import os
 import pytest
 import torch
 
+from mlm_data.config.loading import load
 from mlm_data.errors import ConfigError
-from trainer.config import DataConfig, load_pretrain_config
+from trainer.config import DataConfig, PretrainConfig
 from trainer.distributed import Context
 from trainer.loading.loader import DataSource, ShardLoader
 from trainer.loading.options import LoaderOptions
@@ -23,7 +24,7 @@ CPU = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
 def test_the_data_section_is_passed_whole_to_the_loader(nsp, tmp_path):
-    cfg = load_pretrain_config(settings={"data.num_workers": 1, "data.prefetch_shards": 0, "data.fuse_batches": 3,
+    cfg = load(PretrainConfig, settings={"data.num_workers": 1, "data.prefetch_shards": 0, "data.fuse_batches": 3,
                                          "data.shuffle_window_shards": 2, "data.cache_dir": str(tmp_path / "c"),
                                          "data.pad_to_max_length": True, "data.masking.whole_word": True,
                                          "train.batch_size": 4})
@@ -61,13 +62,13 @@ def test_one_rule_per_option_in_the_config_and_the_loader_alike(name, value, mes
         LoaderOptions(**{name: value})
     assert message in str(direct.value)
     with pytest.raises(ConfigError) as from_yaml:
-        load_pretrain_config(settings={f"data.{name}": value})
+        load(PretrainConfig, settings={f"data.{name}": value})
     assert f"data.{message}" in str(from_yaml.value)
 
 
 def test_every_problem_of_the_section_is_listed_at_once():
     with pytest.raises(ConfigError) as e:
-        load_pretrain_config(settings={"data.prefetch_shards": -1, "data.num_workers": -2, "data.eval_split": "",
+        load(PretrainConfig, settings={"data.prefetch_shards": -1, "data.num_workers": -2, "data.eval_split": "",
                                        "data.sources": ["out/a:0"]})
     text = str(e.value)
     for expected in ("data.prefetch_shards: must be", "data.num_workers: must be", "data.eval_split: must not",
@@ -76,7 +77,7 @@ def test_every_problem_of_the_section_is_listed_at_once():
 
 
 def test_prefetch_zero_is_accepted_everywhere(nsp):
-    assert load_pretrain_config(settings={"data.prefetch_shards": 0}).data.prefetch_shards == 0
+    assert load(PretrainConfig, settings={"data.prefetch_shards": 0}).data.prefetch_shards == 0
     loader = ShardLoader([DataSource(str(nsp))], batch_size=8, seed=1, options=LoaderOptions(prefetch_shards=0))
     assert next(iter(loader))["input_ids"].shape[0] == 8
     loader.close()
@@ -100,5 +101,5 @@ def test_the_loader_takes_options_not_loose_keywords(nsp):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs" / "train").glob("*.yaml")))
 def test_the_shipped_configs_load_unchanged(name):
-    data = load_pretrain_config(str(REPO / "configs" / "train" / f"{name}.yaml")).data
+    data = load(PretrainConfig, str(REPO / "configs" / "train" / f"{name}.yaml")).data
     assert isinstance(data, DataConfig) and isinstance(data, LoaderOptions)

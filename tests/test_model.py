@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.config import ModelConfig, TrainConfig, load_pretrain_config
+from mlm_data.config.loading import load
+from trainer.config import ModelConfig, PretrainConfig, TrainConfig
 from trainer.models.encoder import BertForPreTraining, Block
 from trainer.optim import lr_at, param_groups
 
@@ -149,7 +150,7 @@ def test_initialisation_follows_bert():
 
 
 def test_bert_base_config_has_bert_base_size():
-    cfg = load_pretrain_config("configs/train/bert-base.yaml")
+    cfg = load(PretrainConfig, "configs/train/bert-base.yaml")
     assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_heads, cfg.model.intermediate_size) == (
         12, 768, 12, 3072)
     with torch.device("meta"):

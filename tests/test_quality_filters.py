@@ -9,7 +9,8 @@ import pickle
 import pytest
 
 from mlm_data.accounting import FILTER_RULES
-from mlm_data.config.preprocess import CleanConfig, FilterConfig, load_preprocess_config
+from mlm_data.config.loading import load
+from mlm_data.config.preprocess import CleanConfig, FilterConfig, PreprocessConfig
 from mlm_data.errors import ConfigError
 from mlm_data.quality import language
 from mlm_data.quality.filters import (
@@ -78,12 +79,12 @@ def test_language_rule_keeps_english_and_drops_german():
 def test_language_rule_without_py3langid_is_a_config_error(monkeypatch):
     monkeypatch.setattr(language, "_load_module", lambda: None)
     with pytest.raises(ConfigError, match=r"filters.languages: needs the py3langid package.*pip install"):
-        load_preprocess_config(None, extra={"filters.languages": ["en"]})
+        load(PreprocessConfig, settings={"filters.languages": ["en"]})
 
 
 def test_config_errors_are_collected_with_their_fields():
     with pytest.raises(ConfigError) as e:
-        load_preprocess_config(None, extra={"filters.min_alpha_fraction": 1.5, "filters.max_top_ngram_char_fraction": {"x": 0.2},
+        load(PreprocessConfig, settings={"filters.min_alpha_fraction": 1.5, "filters.max_top_ngram_char_fraction": {"x": 0.2},
                                             "filters.languages": ["xx"], "dedup.bands": 3})
     msg = str(e.value)
     assert "filters.min_alpha_fraction: must be between 0 and 1" in msg
@@ -91,7 +92,7 @@ def test_config_errors_are_collected_with_their_fields():
     assert "filters.languages: unknown language code(s) 'xx'" in msg or "py3langid" in msg
     assert "dedup.bands and rows: give both or neither" in msg
     with pytest.raises(ConfigError, match="filters: apply to text corpora"):
-        load_preprocess_config(None, extra={"filters.min_words": 3, "instances.task": "sequence_classification"})
+        load(PreprocessConfig, settings={"filters.min_words": 3, "instances.task": "sequence_classification"})
 
 
 def test_rule_names_are_the_config_fields_and_all_default_off():

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
 
-from mlm_data.config.preprocess import load_preprocess_config
+from mlm_data.config.loading import load
+from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.dataset.inspection import render, summarize, verify
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.shards import decode_table
@@ -114,4 +115,4 @@ def test_an_unknown_framing_in_a_manifest_is_refused(both, tmp_path):
 def test_an_unknown_framing_in_the_config_is_a_config_error():
     with pytest.raises(ConfigError, match=r"output\.ipc_format: 'feather' is not allowed; expected one of "
                                           r"'stream', 'file'"):
-        load_preprocess_config(None, extra={"output.ipc_format": "feather"})
+        load(PreprocessConfig, settings={"output.ipc_format": "feather"})

@@ -8,19 +8,20 @@ import typing
 
 import pytest
 
-from mlm_data.config.loading import to_dict
+from mlm_data.config.loading import load, to_dict
 from mlm_data.errors import ConfigError
 from trainer import cli
 from trainer import train as train_module
-from trainer.cli import field_flags
 from trainer.config import (
     ModelConfig,
     PretrainConfig,
+    TrainConfig,
     check_resume_compatible,
-    load_pretrain_config,
     parse_source,
     resolve_for_dataset,
+    resolve_steps,
 )
+from trainer.optim import warmup_warning
 from trainer.run_log import MetricsLog, Progress, read_metrics
 
 from conftest import REPO
@@ -30,16 +31,20 @@ TINY_YAML = str(REPO / "configs" / "train" / "bert-tiny.yaml")
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Run ``mlm-train pretrain`` up to the point where it would train; return the config."""
+    """Run ``mlm-train pretrain`` (or ``finetune`` when the first argument says so) up to the
+    point where it would train; return the config."""
     seen = {}
 
-    def fake_pretrain(cfg, *, resume=False, overwrite=False):
+    def fake_train(cfg, *, resume=False, overwrite=False):
         seen["cfg"], seen["resume"] = cfg, resume
 
-    monkeypatch.setattr(train_module, "pretrain", fake_pretrain)
+    monkeypatch.setattr(train_module, "pretrain", fake_train)
+    monkeypatch.setattr(train_module, "finetune", fake_train)
 
     def run(*argv):
-        assert cli.main(["pretrain", *argv]) == 0
+        if argv[:1] != ("finetune",):
+            argv = ("pretrain", *argv)
+        assert cli.main(list(argv)) == 0
         return seen["cfg"]
 
     return run
@@ -85,9 +90,9 @@ def test_yaml_mixtures_are_mappings_of_path_and_weight(tmp_path):
     listed.write_text("data:\n  - {path: s3://bucket/wiki, weight: 0.7}\n  - {path: 'out/books:2'}\n")
     nested = tmp_path / "nested.yaml"
     nested.write_text("data:\n  sources:\n    - {path: out/a, weight: 3}\n    - out/b:0.5\n  num_workers: 2\n")
-    assert [parse_source(s) for s in load_pretrain_config(str(listed)).data.sources] == [
+    assert [parse_source(s) for s in load(PretrainConfig, str(listed)).data.sources] == [
         ("s3://bucket/wiki", 0.7), ("out/books:2", 1.0)]
-    cfg = load_pretrain_config(str(nested))
+    cfg = load(PretrainConfig, str(nested))
     assert [parse_source(s) for s in cfg.data.sources] == [("out/a", 3.0), ("out/b", 0.5)]
     assert cfg.data.num_workers == 2
 
@@ -96,7 +101,7 @@ def test_malformed_mixture_entries_name_the_entry(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  - {path: a, wieght: 0.7}\n  - {path: b, weight: lots}\n  - {path: c, weight: 0}\n")
     with pytest.raises(ConfigError) as e:
-        load_pretrain_config(str(path))
+        load(PretrainConfig, str(path))
     text = str(e.value)
     assert str(path) in text and "data.sources[0]: expected {path: DATASET, weight: NUMBER}" in text
     assert "data.sources[1].weight: expected a number, found 'lots'" in text
@@ -107,11 +112,12 @@ def test_a_zero_weight_is_refused():
         parse_source("out/a:0")
 
 
-def test_unknown_flag_suggests_the_close_one(capsys):
+def test_unknown_flag_is_one_line_with_the_close_one(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["pretrain", "--max-step", "3"])
     assert e.value.code == 2
-    assert "unrecognized arguments: --max-step (did you mean --max-steps?)" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [
+        "mlm-train error: unknown flag --max-step; did you mean --max-steps? (see `mlm-train pretrain --help`)"]
 
 
 def test_bad_values_are_reported_together_by_field(capsys):
@@ -129,7 +135,7 @@ def test_bad_values_are_reported_together_by_field(capsys):
 def test_missing_data_and_output_are_clear(capsys):
     assert cli.main(["pretrain", "--config", TINY_YAML]) == 2
     assert capsys.readouterr().err.strip() == (
-        "mlm-data error: output: no run folder given; pass --output RUN")
+        "mlm-train error: output: no run folder given; pass --output RUN")
 
 
 def test_resume_and_output_must_agree(capsys, tmp_path):
@@ -138,7 +144,7 @@ def test_resume_and_output_must_agree(capsys, tmp_path):
 
 
 def test_every_config_field_has_exactly_one_flag():
-    flags = field_flags()
+    flags = cli.FLAGS
     names = [f.flag for f in flags]
     assert len(names) == len(set(names))
 
@@ -151,9 +157,9 @@ def test_every_config_field_has_exactly_one_flag():
             else:
                 yield f"{prefix}{f.name}", tp
 
-    paths = {p for p, _ in leaves(PretrainConfig)} - {"data.sources", "data.eval_sources"}  # --data, --eval-data
-    assert {f.path for f in flags} == paths
+    assert {f.path for f in flags} == {p for p, _ in leaves(PretrainConfig)}
     by_path = {f.path: f for f in flags}
+    assert (by_path["data.sources"].flag, by_path["data.eval_sources"].flag) == ("--data", "--eval-data")
     assert by_path["train.max_steps"].flag == "--max-steps"
     assert by_path["data.masking.whole_word"].flag == "--masking.whole-word"
     assert by_path["output"].flag == "--output"
@@ -173,7 +179,7 @@ def test_help_lists_fields_by_section(capsys):
 
 @pytest.mark.parametrize("name", ["bert-tiny", "bert-base"])
 def test_shipped_configs_load(name):
-    cfg = load_pretrain_config(str(REPO / "configs" / "train" / f"{name}.yaml"))
+    cfg = load(PretrainConfig, str(REPO / "configs" / "train" / f"{name}.yaml"))
     assert cfg.model.vocab_size is None and cfg.model.nsp_head is None  # filled from the dataset
 
 
@@ -181,7 +187,7 @@ def test_yaml_mistakes_are_collected_with_file_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  hidden_sise: 64\ntrain:\n  warmup_steps: -1\n  betas: [0.9]\n")
     with pytest.raises(ConfigError) as e:
-        load_pretrain_config(str(path))
+        load(PretrainConfig, str(path))
     text = str(e.value)
     assert str(path) in text
     assert "model.hidden_sise: unknown key; did you mean 'hidden_size'?" in text
@@ -203,12 +209,53 @@ def test_resolve_for_dataset_fills_and_checks():
     assert "model.nsp_head: the dataset task 'mlm_docsent' has no next-sentence labels" in str(e.value)
 
 
+FINETUNE_YAML = str(REPO / "configs" / "train" / "finetune-classify.yaml")
+
+
+def test_a_flag_beats_the_files_epochs(captured):
+    cfg = captured("finetune", "--config", FINETUNE_YAML, "--max-steps", "30")
+    assert (cfg.train.max_steps, cfg.train.epochs) == (30, None)
+    assert cfg.train.warmup_fraction == 0.1  # the file's, untouched
+    assert resolve_steps(cfg, steps_per_epoch=15).train.max_steps == 30  # not 3 epochs x 15
+
+
+def test_the_last_layer_decides_between_two_ways_of_saying_it(captured):
+    assert captured("--config", TINY_YAML, "--epochs", "2").train.epochs == 2.0  # over the file's max_steps
+    cfg = captured("finetune", "--warmup-steps", "10")  # over the finetune defaults' warmup_fraction
+    assert (cfg.train.warmup_steps, cfg.train.warmup_fraction, cfg.train.epochs) == (10, None, 3.0)
+    cfg = captured("finetune", "--config", TINY_YAML)  # a file's max_steps over the defaults' epochs
+    assert (cfg.train.max_steps, cfg.train.epochs, cfg.train.warmup_steps, cfg.train.warmup_fraction) == (
+        600, None, 60, None)
+
+
+@pytest.mark.parametrize("argv,where", [
+    (["--max-steps", "30", "--epochs", "2"], "the command line"),
+    (["--set", "train.epochs=2", "--max-steps", "30"], "the command line"),
+    (["--config", "{both}"], "{both}"),
+])
+def test_both_from_the_same_place_are_refused_in_one_line(argv, where, tmp_path, capsys):
+    both = tmp_path / "both.yaml"
+    both.write_text("train:\n  max_steps: 100\n  epochs: 3\n")
+    argv = [a.format(both=both) for a in argv]
+    assert cli.main(["pretrain", "--output", str(tmp_path / "run"), *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"mlm-train error: {where.format(both=both)} gives both train.max_steps and train.epochs, two ways to "
+        "say the same thing; keep one"]
+
+
+def test_warmup_as_long_as_the_run_is_warned_about():
+    assert warmup_warning(TrainConfig(warmup_steps=10, max_steps=30)) is None
+    assert warmup_warning(TrainConfig(warmup_steps=60, max_steps=30)) == (
+        "warning: warmup_steps (60) >= max_steps (30): the whole run is warmup, so the learning rate never "
+        "decays; lower --warmup-steps or raise --max-steps")
+
+
 def test_resume_may_change_only_what_does_not_alter_the_next_step():
-    saved = to_dict(load_pretrain_config(TINY_YAML))
-    longer = load_pretrain_config(TINY_YAML, settings={"train.max_steps": 900, "data.num_workers": 4,
+    saved = to_dict(load(PretrainConfig, TINY_YAML))
+    longer = load(PretrainConfig, TINY_YAML, settings={"train.max_steps": 900, "data.num_workers": 4,
                                                        "train.eval_every": 5})
     check_resume_compatible(saved, to_dict(longer), source="run")
-    changed = load_pretrain_config(TINY_YAML, settings={"train.lr": 0.5, "data.masking.probability": 0.3})
+    changed = load(PretrainConfig, TINY_YAML, settings={"train.lr": 0.5, "data.masking.probability": 0.3})
     with pytest.raises(ConfigError) as e:
         check_resume_compatible(saved, to_dict(changed), source="run")
     assert "train.lr: the checkpoint has 0.0015, this command gives 0.5" in str(e.value)

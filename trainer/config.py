@@ -16,12 +16,11 @@ known. The resolved config is what a run folder and its checkpoints record.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from mlm_data.config.loading import check, from_dict, load_yaml, set_path
+from mlm_data.config.loading import check
 from mlm_data.config.preprocess import MaskingConfig
 from mlm_data.dataset.schema import LABELLED_TASKS, TASKS
 from mlm_data.errors import ConfigError
@@ -135,6 +134,10 @@ class TrainConfig:
     keep_last: int = 3
     """Checkpoints to keep; older ones are deleted once a newer one is complete."""
 
+    #: Fields that say one thing two ways. ``loading.load`` keeps the one given last (a flag
+    #: beats the file, the file beats the defaults) and refuses both from the same place.
+    ALTERNATIVES: ClassVar[tuple[tuple[str, str], ...]] = (("max_steps", "epochs"), ("warmup_steps", "warmup_fraction"))
+
     def __post_init__(self) -> None:
         errors = []
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "keep_last"):
@@ -182,6 +185,35 @@ class DataConfig(LoaderOptions):
     """Held-out split used for evaluation; a dataset without it is trained without evaluation."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     """Dynamic masking applied by the loader (ignored for statically masked datasets and for non-MLM tasks)."""
+
+    @staticmethod
+    def expand_shorthand(value: Any, path: str, errors: list[str]) -> Any:
+        """Accept the mixture written as YAML mappings, ``data: [{path: a, weight: 0.7}, ...]``
+        or under ``data.sources``, by turning each entry into the ``path:weight`` text of the
+        CLI. A path that itself ends in ``:<number>`` keeps it: the weight is always the last
+        suffix. (Called by ``loading.load`` on each layer, before the layers are merged.)"""
+        if isinstance(value, list):
+            value = {"sources": value}
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        for name in ("sources", "eval_sources"):
+            entries = value.get(name)
+            if not isinstance(entries, list):
+                continue
+            value[name] = []  # a malformed entry is reported here once, not again by the type check
+            for i, entry in enumerate(entries):
+                if isinstance(entry, dict):
+                    weight = entry.get("weight", 1.0)
+                    if sorted(set(entry) - {"path", "weight"}) or not isinstance(entry.get("path"), str):
+                        errors.append(f"{path}{name}[{i}]: expected {{path: DATASET, weight: NUMBER}}, found {entry!r}")
+                        continue
+                    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                        errors.append(f"{path}{name}[{i}].weight: expected a number, found {weight!r}")
+                        continue
+                    entry = f"{entry['path']}:{float(weight)!r}"
+                value[name].append(entry)
+        return value
 
     def problems(self) -> list[str]:
         errors = super().problems()
@@ -242,63 +274,6 @@ def parse_source(text: str) -> tuple[str, float]:
     if not weight > 0:
         raise ConfigError(f"data source {text!r}: weight must be > 0, found {weight}")
     return path, weight
-
-
-def load_pretrain_config(
-    path: str | None = None,
-    *,
-    base: dict[str, Any] | None = None,
-    settings: dict[str, Any] | None = None,
-) -> PretrainConfig:
-    """Build a ``PretrainConfig`` in layers, each replacing only the fields it names: ``base``
-    (a resumed run's config), the YAML file at ``path``, then ``settings``
-    (``{"train.lr": 5e-4}`` from flags and ``--set``, see ``cli.parse_setting``)."""
-    data = copy.deepcopy(base or {})
-    if path:
-        _merge(data, load_yaml(path))
-    for key, value in (settings or {}).items():
-        set_path(data, key, value)
-    where = path or "configuration"
-    _normalise_sources(data, source=where)
-    return from_dict(PretrainConfig, data, source=where)
-
-
-def _normalise_sources(config: dict[str, Any], *, source: str) -> None:
-    """Accept the mixture written as YAML mappings, ``data: [{path: a, weight: 0.7}, ...]`` or
-    under ``data.sources``, by turning each entry into the ``path:weight`` text of the CLI.
-    A path that itself ends in ``:<number>`` keeps it: the weight is always the last suffix."""
-    if isinstance(config.get("data"), list):
-        config["data"] = {"sources": config["data"]}
-    data = config.get("data")
-    if not isinstance(data, dict):
-        return
-    errors = []
-    for name in ("sources", "eval_sources"):
-        entries = data.get(name)
-        if not isinstance(entries, list):
-            continue
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                continue
-            unknown = sorted(set(entry) - {"path", "weight"})
-            if unknown or not isinstance(entry.get("path"), str):
-                errors.append(f"data.{name}[{i}]: expected {{path: DATASET, weight: NUMBER}}, found {entry!r}")
-                continue
-            weight = entry.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                errors.append(f"data.{name}[{i}].weight: expected a number, found {weight!r}")
-                continue
-            entries[i] = f"{entry['path']}:{float(weight)!r}"
-    if errors:
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  - {e}" for e in errors))
-
-
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
 
 
 def resolve_for_dataset(cfg: PretrainConfig, *, vocab_size: int, task: str, max_seq_length: int,

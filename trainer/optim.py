@@ -35,6 +35,20 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * factor
 
 
+def warmup_warning(cfg: TrainConfig) -> str | None:
+    """One line when the whole run is warmup (``warmup_steps >= max_steps``): the rate then
+    never decays and peaks at most on the last step, which is seldom what was meant (a short
+    ``--max-steps`` under a config's long warmup).
+
+    >>> warmup_warning(TrainConfig(warmup_steps=60, max_steps=30))[:48]
+    'warning: warmup_steps (60) >= max_steps (30): th'
+    """
+    if cfg.warmup_steps < cfg.max_steps:
+        return None
+    return (f"warning: warmup_steps ({cfg.warmup_steps}) >= max_steps ({cfg.max_steps}): the whole run is warmup, "
+            "so the learning rate never decays; lower --warmup-steps or raise --max-steps")
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: matrices (linear weights, embedding tables) decay; vectors (biases,
     LayerNorm gains and shifts) do not, since shrinking them toward zero only fights the

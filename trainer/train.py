@@ -55,7 +55,7 @@ from trainer.loading.run_loaders import (
 )
 from trainer.models.architectures import build_model
 from trainer.models.encoder import ModelOutput
-from trainer.optim import build_optimizer, lr_at
+from trainer.optim import build_optimizer, lr_at, warmup_warning
 from trainer.reporting import StepStats, describe_evaluation, finish, train_record
 from trainer.run_log import MetricsLog, Progress
 
@@ -200,6 +200,8 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
     if saved is not None:
         check_resume_compatible(saved["config"], to_dict(cfg), source=run)
     progress = Progress(t.max_steps, enabled=ctx.is_main)
+    if (warning := warmup_warning(t)) is not None:
+        progress.message(warning)
     eval_loader, eval_desc = make_eval_loader(cfg, ctx, sources, manifest, progress)
     if eval_loader is not None:
         cleanup.callback(eval_loader.close)

@@ -1,9 +1,12 @@
 """Build frozen dataclass configs from YAML with every mistake reported at once.
 
-A config file is read, command-line overrides (``section.field=value``) are applied, and the
-result is converted field by field against the dataclass type hints. Unknown keys, wrong types
-and values that ``__post_init__`` rejects are all collected and raised as one ``ConfigError``
-that names the file, the dotted field path, what was found and what is accepted.
+``load(cls, path, base=..., settings=...)`` is the one way both console scripts (and tests)
+build a config: layers of plain data (a base such as a resumed run's config, the YAML file,
+the command line's ``section.field=value`` settings) are merged, each replacing only what it
+names, and the result is converted field by field against the dataclass type hints. Unknown
+keys, wrong types and values that ``__post_init__`` rejects are all collected and raised as
+one ``ConfigError`` that names the file, the dotted field path, what was found and what is
+accepted.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
@@ -47,19 +50,123 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
-    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (values parsed as YAML)."""
-    out = _deep_copy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{source}: override {item!r} is not of the form section.field=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        set_path(out, key.strip(), value)
+def parse_setting(item: str, *, source: str = "--set") -> tuple[str, Any]:
+    """``"train.lr=5e-4"`` → ``("train.lr", "5e-4")``, ``"a.b=[1, 2]"`` → ``("a.b", [1, 2])``: the
+    value is read as YAML; converting it to the field's type (``"5e-4"`` to a float) is
+    ``from_dict``'s job, like for a value in a file."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source}: override {item!r} is not of the form section.field=value")
+    return key.strip(), parse_yaml_value(raw)
+
+
+def parse_yaml_value(raw: str) -> Any:
+    """A command-line value read as YAML (numbers, booleans, null, lists); text that is not
+    valid YAML stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def load(
+    cls: type[T],
+    path: str | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+) -> T:
+    """Build a ``cls`` config from layers, each replacing only the fields it names.
+
+    Lowest first: the dataclass defaults, ``base`` (a resumed run's config, or a command's own
+    defaults), the YAML file at ``path``, then ``settings`` (``("train.lr", 5e-4)`` pairs from
+    ``--set`` and the field flags: the command line always beats the file). Every problem of
+    every layer is reported at once, naming the file and the dotted field.
+
+    Two fields that say one thing two ways (``ALTERNATIVES`` of a section, e.g. ``max_steps``
+    or ``epochs``) follow the layers too: the highest layer that names either decides, so
+    ``--max-steps 30`` over a file with ``epochs: 3`` trains 30 steps; one layer giving both
+    is refused.
+    """
+    where = path or "configuration"
+    named = [("base config", dict(base or {})), (where, load_yaml(path) if path else {}),
+             ("the command line", _nest(settings.items() if isinstance(settings, Mapping) else settings))]
+    errors: list[str] = []
+    layers = [(name, _expand_shorthands(cls, data, "", errors)) for name, data in named]
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        _merge(merged, layer)
+    _settle_alternatives(cls, merged, layers, "")
+    return from_dict(cls, merged, source=where, errors=errors)
+
+
+def _nest(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        set_path(out, key, value)
     return out
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = _deep_copy(value)
+
+
+def _sections(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that are config sections themselves, by name."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _expand_shorthands(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+    """Rewrite a section written in a short form into its fields, in one layer, before the
+    layers are merged: a section class may define ``expand_shorthand(value, path, errors)``
+    (``data: [a, b]`` for ``data: {sources: [a, b]}``)."""
+    expand = getattr(cls, "expand_shorthand", None)
+    if expand is not None:
+        data = expand(data, path, errors)
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, section in _sections(cls).items():
+        if name in out:
+            out[name] = _expand_shorthands(section, out[name], f"{path}{name}.", errors)
+    return out
+
+
+def _settle_alternatives(cls: type, merged: dict[str, Any], layers: list[tuple[str, Any]], path: str) -> None:
+    """Keep, of each pair in ``cls.ALTERNATIVES``, the one named by the highest layer; refuse a
+    layer that gives both. A null (or 0) value does not count as giving a field: it is how a
+    file says "not this one" (``warmup_steps: 0`` next to ``warmup_fraction: 0.1``)."""
+    conflicts = []
+    for first, second in getattr(cls, "ALTERNATIVES", ()):
+        for name, layer in reversed(layers):
+            section = _section_of(layer, path)
+            if first not in section and second not in section:
+                continue
+            gives = [f for f in (first, second) if section.get(f) not in (None, 0)]
+            if len(gives) == 2:
+                conflicts.append(f"{name} gives both {path}{first} and {path}{second}, two ways to say the same "
+                                 "thing; keep one")
+            elif second in gives:
+                merged.pop(first, None)
+            elif first in section:
+                merged.pop(second, None)
+            break
+    if conflicts:
+        raise ConfigError("; ".join(conflicts))
+    for name, section in _sections(cls).items():
+        if isinstance(merged.get(name), dict):
+            _settle_alternatives(section, merged[name], layers, f"{path}{name}.")
+
+
+def _section_of(layer: Any, path: str) -> dict[str, Any]:
+    for part in path.split(".")[:-1]:
+        layer = layer.get(part) if isinstance(layer, dict) else None
+    return layer if isinstance(layer, dict) else {}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -75,9 +182,10 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str) -> T:
-    """Convert ``data`` into ``cls``, raising one ``ConfigError`` that lists every problem."""
-    errors: list[str] = []
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str, errors: list[str] | None = None) -> T:
+    """Convert ``data`` into ``cls``, raising one ``ConfigError`` that lists every problem
+    (``errors``: problems already found in the same data, reported with these)."""
+    errors = [] if errors is None else errors
     result = _convert(cls, {} if data is None else data, "", errors)
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)

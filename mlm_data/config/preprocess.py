@@ -1,16 +1,18 @@
 """Preprocessing configuration: frozen dataclasses, one per pipeline stage, loaded from YAML.
 
-Each field carries its default and a one-line docstring; ``__post_init__`` collects every
-problem of its section and raises them together (see ``config_loader.check``). The resolved
-config is stored in the dataset manifest, so a dataset always says how it was made.
+Each field carries its default and a one-line docstring (also its ``--help`` text);
+``__post_init__`` collects every problem of its section and raises them together (see
+``loading.check``), and ``loading.load(PreprocessConfig, path, settings=...)`` reads it from
+YAML and the command line. The resolved config is stored in the dataset manifest, so a
+dataset always says how it was made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Literal
 
-from mlm_data.config.loading import apply_overrides, check, from_dict, load_yaml
+from mlm_data.config.loading import check
 
 Task = Literal[
     "mlm_nsp", "mlm_fullsent", "mlm_docsent", "causal_lm",
@@ -428,27 +430,3 @@ class PreprocessConfig:
             missing.append("output.path (or --output)")
         if missing:
             raise ConfigError(f"{source}: missing {' and '.join(missing)}")
-
-
-def load_preprocess_config(
-    path: str | None = None,
-    *,
-    overrides: tuple[str, ...] | list[str] = (),
-    extra: dict[str, Any] | None = None,
-) -> PreprocessConfig:
-    """Load a ``PreprocessConfig`` from YAML (or defaults), then apply overrides.
-
-    ``extra`` holds values from dedicated CLI flags (``{"input.paths": [...]}``), applied last.
-    """
-    data = load_yaml(path) if path else {}
-    data = apply_overrides(data, overrides)
-    for key, value in (extra or {}).items():
-        from mlm_data.config.loading import set_path
-
-        set_path(data, key, value)
-    return from_dict(PreprocessConfig, data, source=path or "configuration")
-
-
-def with_overrides(cfg: PreprocessConfig, **sections: Any) -> PreprocessConfig:
-    """A copy of ``cfg`` with whole sections replaced (for tests and the driver)."""
-    return replace(cfg, **sections)
