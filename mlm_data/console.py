@@ -16,8 +16,29 @@ _NOISY = ("apache_beam", "absl", "urllib3", "botocore", "aiobotocore", "fsspec",
           "matplotlib")
 
 
+class DropProjectErrors(logging.Filter):
+    """Drop log records that carry one of the project's error messages.
+
+    Beam logs a failing DoFn's exception with its traceback at ERROR (from the runner, and from
+    each SDK worker process through the runner) before re-raising it; ``run_command`` prints
+    that message once, as the last line, so the logged copies would only bury it. Records
+    without the marker, a genuine bug's traceback among them, pass untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return MARKER not in text
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, DropProjectErrors) for f in handler.filters):
+            handler.addFilter(DropProjectErrors())
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
 

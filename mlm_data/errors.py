@@ -7,9 +7,15 @@ CLIs print only that message and exit non-zero; a traceback means a bug in this 
 
 from __future__ import annotations
 
+import re
+
 #: Prefix on every message, so a CLI can find our message inside a runner's wrapped exception
-#: (Beam re-raises worker errors as RuntimeError with the remote traceback as text).
+#: (Beam re-raises worker errors as RuntimeError with the remote traceback as text). Each
+#: console script prints the message under its own name (``mlm-train error: ...``).
 MARKER = "mlm-data error: "
+#: What Beam appends to an exception raised inside a DoFn; the message already names the file
+#: or field, the step name would only be runner internals.
+_BEAM_STEP = re.compile(r"( \[while running '[^']*'\])+$")
 
 
 class MlmDataError(Exception):
@@ -56,10 +62,10 @@ def find_user_message(exc: BaseException) -> str | None:
             if "Traceback (most recent call last)" in text:  # re-raised by a DataLoader worker
                 last = [line for line in text.splitlines() if MARKER in line][-1]
                 text = last[last.index(MARKER):].strip()
-            return text
+            return _BEAM_STEP.sub("", text)
         cur = cur.__cause__ or cur.__context__
     for line in str(exc).splitlines():
         idx = line.find(MARKER)
         if idx >= 0:
-            return line[idx:].strip().strip("'\"")
+            return _BEAM_STEP.sub("", line[idx:].strip().strip("'\""))
     return None

@@ -36,6 +36,7 @@ _SECTIONS = {"seed": "seed", "input": "input (what to read)", "clean": "clean (n
              "tokenizer": "tokenizer", "instances": "instances (what rows to build)",
              "masking": "masking (static masking in the pipeline)", "labels": "labels (classification tasks)",
              "output": "output (where and how to write)"}
+INTERRUPTED = "interrupted; nothing was published: no manifest was written"
 
 
 def _parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -77,10 +78,16 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
     from mlm_data.config.loading import load
     from mlm_data.dataset.inspection import render, summarize
     from pipelines.preprocess import run
+    from pipelines.quiet_run import quiet_run
 
     cfg = load(PreprocessConfig, args.config,
                settings=[*(parse_setting(item) for item in args.set), *given_fields(args, FLAGS)])
-    manifest = run(cfg, beam_args=beam_args, echo=echo)
+    try:
+        with quiet_run():
+            manifest = run(cfg, beam_args=beam_args, echo=echo)
+    except KeyboardInterrupt:
+        echo(INTERRUPTED)
+        return 130
     print(render(summarize(manifest)))
     return 0
 

@@ -142,3 +142,25 @@ def test_preprocess_help_lists_every_field_by_section(capsys):
     for text in ("instances (what rows to build):", "--instances.max-seq-length INT", "--tokenizer JSON",
                  "--overwrite [true|false]", "--output.validation-fraction FLOAT", "--filters."):
         assert text in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["preprocess", "--input", "{corpus}", "--output", "{tmp}/o", "--tokenizer", "bert-base-uncased"],
+     "mlm-data error: bert-base-uncased: tokenizer file not found; hub names are not fetched (no network at run "
+     "time): on a machine with network run python -c \"from tokenizers import Tokenizer; "
+     "Tokenizer.from_pretrained('bert-base-uncased').save('tokenizer.json')\" or take the tokenizer.json shipped "
+     "with the model, and pass its path"),
+    (["inspect", "{tmp}/nowhere"], "mlm-data error: {tmp}/nowhere: does not exist; check the path"),
+    (["verify", "{tmp}/nowhere"], "mlm-data error: {tmp}/nowhere: does not exist; check the path"),
+    (["train-tokenizer", "--input", "{corpus}", "--output", "{tmp}/t.json", "--vocab-size", "many"],
+     "mlm-data error: argument --vocab-size: invalid int value: 'many'"),
+])
+def test_the_one_line_says_what_to_do(argv, message, tmp_path, small_corpus, capsys):
+    argv = [a.format(tmp=tmp_path, corpus=small_corpus) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # a usage error, from argparse
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(message.format(tmp=tmp_path))

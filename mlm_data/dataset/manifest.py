@@ -114,6 +114,9 @@ class Manifest:
         try:
             raw = storage.read_bytes(url)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            if not storage.exists(root):
+                raise DatasetError(f"{root}: does not exist; check the path (a dataset is the --output "
+                                   "directory of `mlm-data preprocess`)") from None
             raise DatasetError(
                 f"{root}: not a dataset (no {MANIFEST_NAME}); a directory without a manifest is incomplete "
                 "or was never written by `mlm-data preprocess` — re-run preprocessing"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ from tokenizers import Tokenizer
 from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import TokenizerError
+
+#: ``name`` or ``org/name`` of a Hugging Face Hub repository.
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 _CANDIDATES = {
     "cls": ("[CLS]", "<s>", "<cls>"),
@@ -92,7 +96,7 @@ def read_tokenizer_text(url: str, *, sha256: str | None = None, recorded_by: str
     try:
         data = storage.read_bytes(url)
     except FileNotFoundError:
-        raise TokenizerError(f"{url}: tokenizer file not found") from None
+        raise TokenizerError(f"{url}: tokenizer file not found{_hub_hint(url)}") from None
     except IsADirectoryError:
         raise TokenizerError(f"{url}: is a directory; pass the tokenizer.json file inside it") from None
     if sha256 is not None:
@@ -111,6 +115,16 @@ def dataset_tokenizer_text(manifest: Manifest) -> str:
     return read_tokenizer_text(manifest.tokenizer_url(), sha256=manifest.tokenizer.get("sha256"),
                                recorded_by=f"the manifest of {manifest.root}",
                                fix="restore the original file or re-create the dataset")
+
+
+def _hub_hint(url: str) -> str:
+    """What to do when ``url`` looks like a Hugging Face Hub name (``bert-base-uncased``,
+    ``google-bert/bert-base-cased``) rather than a file: nothing is downloaded at run time."""
+    if "://" in url or url.endswith(".json") or not _HUB_NAME.fullmatch(url):
+        return ""
+    return (f"; hub names are not fetched (no network at run time): on a machine with network run "
+            f"python -c \"from tokenizers import Tokenizer; Tokenizer.from_pretrained('{url}').save('tokenizer.json')\" "
+            "or take the tokenizer.json shipped with the model, and pass its path")
 
 
 def load_tokenizer(url: str, *, sha256: str | None = None) -> Tokenizer:
