@@ -181,7 +181,7 @@ def test_eval_data_must_be_made_like_the_training_data(ner, topics, tmp_path, ca
     assert finetune("--task", "token-classification", "--data", data, "--eval-data", topics,
                     "--output", str(tmp_path / "r")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mlm-data error: --eval-data must be made like --data") and "Traceback" not in err
+    assert err.startswith("mlm-train error: --eval-data must be made like --data") and "Traceback" not in err
     assert "has task 'sequence_classification'" in err and "has labels [io, math, net] (3)" in err
     assert finetune("--task", "sequence-classification", "--data", data, "--output", str(tmp_path / "r")) == 2
     assert "model.task: 'sequence_classification', but the dataset's task is 'token_classification'" in \

@@ -150,7 +150,7 @@ def test_a_diverging_run_stops_with_a_clear_message(dataset, tmp_path, capsys):
     assert pretrain("--data", dataset, "--output", run, "--max-steps", "20", "--lr", "1e30",
                     "--warmup-steps", "0", "--eval-every", "0") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mlm-data error: ") and "the loss is nan at step 2" in err[-1]
+    assert err[-1].startswith("mlm-train error: ") and "the loss is nan at step 2" in err[-1]
     assert "lower --lr" in err[-1]
     assert [r["step"] for r in read_metrics(run) if r["split"] == "train"] == [1, 2]  # on record
 
@@ -204,7 +204,7 @@ def test_a_corrupted_shard_fails_with_one_line_naming_it(dataset, tmp_path, caps
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if "error" in line.lower()]
         assert len(errors) == 1 and "Traceback" not in err, err
-        assert errors[0].startswith("mlm-data error: ") and shard.name in errors[0] and "checksum" in errors[0]
+        assert errors[0].startswith("mlm-train error: ") and shard.name in errors[0] and "checksum" in errors[0]
 
 
 def test_data_and_run_folder_on_fsspec_urls(dataset, tmp_path):
