@@ -86,10 +86,22 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
         with quiet_run():
             manifest = run(cfg, beam_args=beam_args, echo=echo)
     except KeyboardInterrupt:
-        echo(INTERRUPTED)
+        echo(interrupted_message(beam_args))
         return 130
     print(render(summarize(manifest)))
     return 0
+
+
+def interrupted_message(beam_args: Sequence[str]) -> str:
+    """What a Ctrl-C left behind: nothing, on a local runner; a remote runner (Dataflow, ...)
+    goes on with a job it was already given, and that job would publish the dataset."""
+    from pipelines.runner import describe_runner, pipeline_options, runs_on_this_machine
+
+    options = pipeline_options(beam_args)
+    if runs_on_this_machine(options):
+        return INTERRUPTED
+    return (f"interrupted; no manifest was written yet, but a job {describe_runner(options)} already received keeps "
+            "running and will publish the dataset: check for it and cancel it with the runner's own tools")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -43,7 +43,11 @@ def quiet_run() -> Iterator[None]:
         return
     relay = _Relay()
     sys.stderr.flush()
-    real_stderr = os.dup(2)
+    try:
+        real_stderr = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep quiet
+        yield
+        return
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -59,7 +63,10 @@ def quiet_run() -> Iterator[None]:
                 pass
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # A process started with SIGINT ignored (a background job of a script) keeps ignoring it.
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     except Exception:
@@ -67,7 +74,8 @@ def quiet_run() -> Iterator[None]:
             raise KeyboardInterrupt from None
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
         sys.stderr.flush()
         os.dup2(real_stderr, 2)  # drops this process's hold on the pipe
         # The pipe ends when the last worker holding it has exited; one that outlives the run

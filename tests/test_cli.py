@@ -164,3 +164,11 @@ def test_the_one_line_says_what_to_do(argv, message, tmp_path, small_corpus, cap
     assert code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(message.format(tmp=tmp_path))
+
+
+def test_ctrl_c_on_a_remote_runner_says_the_job_may_go_on():
+    from pipelines.cli import INTERRUPTED, interrupted_message
+
+    assert interrupted_message(["--direct_running_mode=multi_processing"]) == INTERRUPTED
+    assert interrupted_message(["--runner", "DataflowRunner", "--project", "p"]).startswith(
+        "interrupted; no manifest was written yet, but a job DataflowRunner already received keeps running")
