@@ -165,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown and args.command == "preprocess":
         from pipelines.runner import unknown_to_beam
 
-        not_beam, beam_flags = unknown_to_beam(unknown)
+        try:
+            not_beam, beam_flags = unknown_to_beam(unknown)
+        except argparse.ArgumentError as e:
+            commands["preprocess"].error(str(e))
         commands["preprocess"].reject_unknown(not_beam, commands["preprocess"].flags(), beam_flags)
     else:
         commands[args.command].reject_unknown(unknown)

@@ -29,7 +29,9 @@ def unknown_to_beam(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
     Beam itself only logs "Discarding unparseable args" and runs on, so a mistyped flag would
     silently become a run with defaults; the CLI refuses those instead. Abbreviations are not
-    accepted (``--direct_num`` is not ``--direct_num_workers``), as in Beam.
+    accepted (``--direct_num`` is not ``--direct_num_workers``), as in Beam. A known flag
+    without its value or with a value Beam refuses raises ``argparse.ArgumentError`` (Beam
+    would print its 150-line usage when the pipeline is built).
     """
     unknown, flags = _parse_with_beam(args)
     if unknown:
@@ -54,6 +56,7 @@ def _parse_with_beam(args: Sequence[str]) -> tuple[list[str], list[str]]:
                     cls._add_argparse_args(parser)  # the documented hook of every options class
                 except argparse.ArgumentError:  # a subclass repeating its base's flags
                     pass
+        parser.exit_on_error = False
         parsers.append(parser)
 
     PipelineOptions([]).get_all_options(add_extra_args_fn=register_all)

@@ -154,6 +154,10 @@ def test_preprocess_help_lists_every_field_by_section(capsys):
     (["verify", "{tmp}/nowhere"], "mlm-data error: {tmp}/nowhere: does not exist; check the path"),
     (["train-tokenizer", "--input", "{corpus}", "--output", "{tmp}/t.json", "--vocab-size", "many"],
      "mlm-data error: argument --vocab-size: invalid int value: 'many'"),
+    (["preprocess", "--input", "{corpus}", "--output", "{tmp}/o", "--direct_running_mode=multi_process"],
+     "mlm-data error: argument --direct_running_mode: invalid choice: 'multi_process'"),
+    (["preprocess", "--input", "{corpus}", "--output", "{tmp}/o", "--direct_num_workers"],
+     "mlm-data error: argument --direct_num_workers: expected one argument"),
 ])
 def test_the_one_line_says_what_to_do(argv, message, tmp_path, small_corpus, capsys):
     argv = [a.format(tmp=tmp_path, corpus=small_corpus) for a in argv]
