@@ -84,6 +84,6 @@ def test_overwrite_with_a_wrong_data_keeps_the_run_on_a_store(scheme, request, c
     checkpoint.save(run, state, keep_last=1)
     assert train_cli.main(["pretrain", *TINY, "--data", store.url("datasets/typo"), "--output", run,
                            "--overwrite"]) == 2
-    assert "not a dataset" in capsys.readouterr().err
+    assert f"{store.url('datasets/typo')}: does not exist" in capsys.readouterr().err
     assert store.keys("runs/kept/checkpoints") == ["step-00000003.pt"]
     assert checkpoint.resume_point(run)["step"] == 3

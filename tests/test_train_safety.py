@@ -72,7 +72,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(trained, data
     for wrong in (["--data", str(tmp_path / "no-such-dataset")], ["--data", dataset, "--init", str(tmp_path / "nope")],
                   ["--data", dataset, "--eval-data", str(tmp_path / "no-eval")]):
         assert pretrain(*wrong, "--output", run, "--max-steps", "2", "--overwrite") == 2
-        assert error_line(capsys).startswith("mlm-data error: ")
+        assert error_line(capsys).startswith("mlm-train error: ")
         assert checkpoint.list_checkpoints(run) == before  # all still there
     assert checkpoint.resume_point(run)["step"] == 4
     # A new run that starts replaces them.
@@ -136,7 +136,7 @@ def test_a_changed_dataset_tokenizer_is_refused_before_anything_is_written(datas
     run = tmp_path / "run"
     assert pretrain("--data", str(changed), "--output", str(run), "--max-steps", "1") == 2
     line = error_line(capsys)
-    assert line.startswith(f"mlm-data error: {changed}/tokenizer.json: tokenizer checksum mismatch (sha256 ")
+    assert line.startswith(f"mlm-train error: {changed}/tokenizer.json: tokenizer checksum mismatch (sha256 ")
     assert f"the manifest of {changed} says" in line and "re-create the dataset" in line
     assert not run.exists()
 
@@ -148,7 +148,7 @@ def test_export_refuses_a_run_whose_tokenizer_changed(trained, tmp_path, capsys)
     tamper(run / "tokenizer.json")
     assert cli.main(["export", "--ckpt", str(run), "--output", str(tmp_path / "hf2")]) == 2
     line = error_line(capsys)
-    assert line.startswith(f"mlm-data error: {run}/tokenizer.json: tokenizer checksum mismatch")
+    assert line.startswith(f"mlm-train error: {run}/tokenizer.json: tokenizer checksum mismatch")
     assert "the checkpoint says" in line
     assert not (tmp_path / "hf2").exists()
 
@@ -179,7 +179,7 @@ def test_resume_refuses_metrics_damaged_before_the_last_line(trained, tmp_path, 
     metrics.write_bytes(b"".join(lines))
     assert cli.main(["pretrain", "--resume", str(run), "--max-steps", "5"]) == 2
     line = error_line(capsys)
-    assert line.startswith(f"mlm-data error: {metrics}: line 2 is damaged (")
+    assert line.startswith(f"mlm-train error: {metrics}: line 2 is damaged (")
     assert "move the file aside to start the log afresh" in line
 
 
@@ -196,6 +196,6 @@ def test_resume_on_a_dataset_made_with_another_tokenizer_is_refused_in_dataset_t
     (other / "manifest.json").write_text(json.dumps(manifest))
     assert cli.main(["pretrain", "--resume", str(run), "--data", str(other), "--max-steps", "6"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mlm-data error: cannot resume on these datasets: they are not made like the data the "
+    assert err.startswith("mlm-train error: cannot resume on these datasets: they are not made like the data the "
                           "checkpoint was trained on")
     assert f"  - {other} was tokenized with sha256 000000000000…, the training data of {run} with " in err
