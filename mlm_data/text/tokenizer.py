@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import TokenizerError
+from mlm_data.text.word_cache import ChunkCache
 
 #: ``name`` or ``org/name`` of a Hugging Face Hub repository.
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -193,7 +194,11 @@ class TextEncoder:
     common BERT case (a WordPiece model behind ``BertPreTokenizer``) the same flags follow from
     the ``##`` prefix alone — a piece continues a word exactly when it carries the prefix — so
     we look them up in a per-vocabulary table and use ``encode_batch_fast``, which skips word
-    ids and offsets and is markedly faster.
+    ids and offsets and is markedly faster. When, on top of that, the ids of a text are the
+    ids of its whitespace-separated chunks (see ``mlm_data.text.word_cache``), each distinct
+    chunk is tokenized once and then looked up, which is several times faster again.
+
+    Not thread-safe (the chunk cache is per encoder): one encoder per thread.
     """
 
     def __init__(self, tok: Tokenizer) -> None:
@@ -201,7 +206,8 @@ class TextEncoder:
         self._continuation = _wordpiece_continuation_table(tok)
         self._fast = self._continuation is not None and hasattr(tok, "encode_batch_fast")
         self._joiner: Tokenizer | None = None
-        if self._fast:
+        self._cache = ChunkCache.for_tokenizer(tok) if self._fast else None
+        if self._fast and self._cache is None:
             # A private copy that knows the sentence break as a special token: segments between
             # special tokens are normalised and pre-tokenized independently, so a joined
             # document gives exactly the ids of its sentences encoded one by one.
@@ -212,6 +218,9 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> Encoded:
         """One token sequence per text."""
         texts = list(texts)
+        if self._cache is not None:
+            ids, offsets = self._cache.encode(texts)
+            return _finish(ids, ~self._continuation[ids], offsets)  # type: ignore[index]
         encs = (self.tok.encode_batch_fast if self._fast else self.tok.encode_batch)(texts, add_special_tokens=False)
         ids, offsets = _flatten([e.ids for e in encs])
         if self._fast:
@@ -225,9 +234,9 @@ class TextEncoder:
 
         On the WordPiece fast path each document is one tokenizer call with its sentences
         joined by a break token, which is much cheaper than one call per sentence; the break
-        tokens' positions give the sentence boundaries.
+        tokens' positions give the sentence boundaries. The chunk cache needs no joining.
         """
-        if not self._fast or any(_SENTENCE_BREAK in s for g in groups for s in g):
+        if self._cache is not None or not self._fast or any(_SENTENCE_BREAK in s for g in groups for s in g):
             return self.encode([s for g in groups for s in g])
         encs = self._joiner.encode_batch_fast(  # type: ignore[union-attr]
             [_SENTENCE_BREAK.join(g) for g in groups], add_special_tokens=False)
