@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench bench-scale lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/preprocess_throughput.py
 	$(BIN)/python bench/loader_throughput.py
+
+# The gigabyte-scale measurement (~1 h on 2 cores at the default sizes; run it on a quiet
+# machine). Corpora are built under SCALE_DIR once and reused; a quick look:
+#   make bench-scale SIZES=20
+SIZES ?= 100 300 1024
+SCALE_DIR ?= /tmp/mlm-scale
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --out $(SCALE_DIR) --sizes $(SIZES) --json $(SCALE_DIR)/results.json $(SCALE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,55 @@
+"""The scale benchmark at a tiny size, so its corpus builder and table never rot.
+
+The real measurement (``make bench-scale``: 100 MB to 1 GB, about an hour) is not a test; this
+runs the same script end to end on a third of a megabyte.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+
+from conftest import REPO
+
+BENCH = REPO / "bench"
+
+
+def _build(out, size_mb):
+    subprocess.run([sys.executable, str(BENCH / "scale_corpus.py"), "--out", str(out), "--sizes", str(size_mb)],
+                   check=True, cwd=REPO, capture_output=True)
+    return out / f"resampled-{size_mb:g}mb"
+
+
+def test_corpus_is_deterministic_distinct_and_the_same_in_every_format(tmp_path):
+    first, second = _build(tmp_path / "a", 0.3), _build(tmp_path / "b", 0.3)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.*"))
+    assert [p.name for p in files if p.parent.name] == ["part-00000.jsonl.gz", "part-00000.parquet", "part-00000.txt"]
+    txt = (first / "txt" / "part-00000.txt").read_bytes()
+    assert txt == (second / "txt" / "part-00000.txt").read_bytes()
+    docs = txt.decode().rstrip("\n").split("\n\n")
+    assert len({hashlib.blake2b(d.encode()).digest() for d in docs}) == len(docs)
+    assert all(5 <= d.count("\n") + 1 <= 40 for d in docs)
+    with gzip.open(first / "jsonl" / "part-00000.jsonl.gz", "rt") as f:
+        assert [json.loads(line)["text"] for line in f] == docs
+    assert pq.read_table(first / "parquet" / "part-00000.parquet").column("text").to_pylist() == docs
+    stamp = json.loads((first / "corpus.json").read_text())
+    assert stamp["documents"] == len(docs) and stamp["text_bytes"] >= 300_000
+
+
+def test_bench_script_prints_its_table(tmp_path):
+    res = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--out", str(tmp_path), "--sizes", "0.3",
+                          "--repeats", "1", "--dask-mb", "0.2", "--skip-unseen", "--json", str(tmp_path / "rows.json")],
+                         check=True, cwd=REPO, capture_output=True, text=True)
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["label"] for r in rows] == [
+        "re-sampled docs 0.3 MB", "0.3 MB multi_processing x2, txt", "0.3 MB in-process, jsonl.gz",
+        "0.3 MB in-process, Parquet", "0.2 MB Dask LocalCluster x2, txt"]
+    assert rows[0]["ratio"] > 0 and rows[0]["peak_rss_mb"] > 50
+    assert rows[1]["identical"] is True and rows[4]["identical"] is True
+    assert "tokens/s" in res.stdout and "(same bytes)" in res.stdout
+    assert not (tmp_path / "datasets").exists()
