@@ -106,6 +106,13 @@ def measure_once(label: str, corpus_dir: Path, out: Path, tokenizer: Path, token
                max(tree_kib, pipe["own_peak_kib"]) / 1024, sha, identical=(sha == reference) if reference else None)
 
 
+def construction_row(n_files: int, work: Path, tokenizer: Path) -> Row:
+    """Seconds from ``run`` to a built graph (listing, planning, construction) for tiny files."""
+    res, _ = _child(["construction", str(n_files), str(work / "construction"), str(tokenizer)])
+    return Row(f"pipeline construction, {n_files:,} input files", 0.0, res["seconds"], 0.0, None, 0.0, "",
+               notes=[f"{res['transforms']} transforms, {res['graph_bytes']:,} bytes of graph"])
+
+
 def print_table(rows: list[Row]) -> None:
     print(f"\n{'corpus / run':<44}{'text MB':>8}{'seconds':>9}{'tokens/s':>12}{'vs raw':>8}"
           f"{'peak RSS MB':>13}  {'dataset sha256':<14}")
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure_once(f"{args.dask_mb:g} MB Dask LocalCluster x2, txt",
                                  build_resampled(args.out, args.dask_mb) / "txt", work / "runner", tokenizer,
                                  dask_tokens, dask_ref, ["--dask-workers", "2"]))
+        rows += [construction_row(n, work, tokenizer) for n in (2, 2000)]
     shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
     print(f"\n{len(rows)} rows in {time.perf_counter() - started:.0f}s; ratio = median of {args.repeats} alternating "

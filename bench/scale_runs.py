@@ -4,6 +4,9 @@ Run by the driver, never by hand:
   python bench/scale_runs.py raw TXT_DIR TOKENIZER
       ``Tokenizer.encode_batch`` (its own threads: both cores here) over every paragraph of
       the corpus in batches of 1,024, text loaded before the clock starts
+  python bench/scale_runs.py construction N_FILES SCRATCH TOKENIZER
+      ``run`` over N one-document files on a runner that only records the graph: seconds
+      from the call to the graph being handed to the runner, and the graph's size
   python bench/scale_runs.py pipeline INPUT OUTPUT TOKENIZER [--dask-workers N] [BEAM_ARGS...]
       ``pipelines.preprocess.run`` with the default config (BERT pairs) from pipeline
       construction to manifest; with ``--dask-workers`` on Beam's DaskRunner over a
@@ -22,9 +25,11 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [p for p in (str(HERE), str(REPO)) if p not in sys.path]
+
+from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState  # noqa: E402
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -136,8 +141,46 @@ def pipeline_pass(corpus: str, out: str, tokenizer_path: str, beam_args: list[st
     return {"seconds": seconds, "cpu_seconds": cpu, "own_peak_kib": own_peak_kib()}
 
 
+GRAPH: dict[str, float] = {}
+
+
+class GraphOnlyRunner(PipelineRunner):
+    """Records when the graph arrives and how big it is; runs nothing."""
+
+    def run_pipeline(self, pipeline: object, options: object) -> PipelineResult:
+        GRAPH["seconds"] = time.perf_counter() - GRAPH["started"]
+        proto = pipeline.to_runner_api()  # type: ignore[attr-defined]
+        GRAPH.update(transforms=len(proto.components.transforms), graph_bytes=proto.ByteSize())
+        return PipelineResult(PipelineState.DONE)
+
+
+def construction_pass(n_files: int, scratch: Path, tokenizer_path: str) -> dict:
+    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.errors import DatasetError
+    from pipelines.preprocess import run
+
+    corpus = scratch / f"files-{n_files}"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (corpus / f"doc-{i:05d}.txt").write_text(f"Document {i} holds one sentence. And a second one.\n")
+    cfg = load_preprocess_config(None, extra={"input.paths": [str(corpus)], "output.path": str(scratch / "out"),
+                                              "tokenizer.path": tokenizer_path, "output.overwrite": True})
+    # Beam imports the runner by name, as module ``scale_runs`` (this file runs as __main__).
+    import scale_runs
+
+    graph = scale_runs.GRAPH
+    graph["started"] = time.perf_counter()
+    try:
+        run(cfg, beam_args=["--runner", "scale_runs.GraphOnlyRunner"], echo=lambda _m: None)
+    except DatasetError:
+        pass  # nothing ran, so there is no manifest
+    return {"seconds": graph["seconds"], "transforms": graph["transforms"], "graph_bytes": graph["graph_bytes"]}
+
+
 def main(argv: list[str]) -> None:
-    if argv[0] == "raw":
+    if argv[0] == "construction":
+        result = construction_pass(int(argv[1]), Path(argv[2]), argv[3])
+    elif argv[0] == "raw":
         result = raw_pass(Path(argv[1]), Path(argv[2]))
     elif argv[0] == "pipeline":
         rest = argv[4:]

@@ -48,7 +48,8 @@ def test_bench_script_prints_its_table(tmp_path):
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["label"] for r in rows] == [
         "re-sampled docs 0.3 MB", "0.3 MB multi_processing x2, txt", "0.3 MB in-process, jsonl.gz",
-        "0.3 MB in-process, Parquet", "0.2 MB Dask LocalCluster x2, txt"]
+        "0.3 MB in-process, Parquet", "0.2 MB Dask LocalCluster x2, txt",
+        "pipeline construction, 2 input files", "pipeline construction, 2,000 input files"]
     assert rows[0]["ratio"] > 0 and rows[0]["peak_rss_mb"] > 50
     assert rows[1]["identical"] is True and rows[4]["identical"] is True
     assert "tokens/s" in res.stdout and "(same bytes)" in res.stdout
