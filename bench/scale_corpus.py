@@ -11,7 +11,7 @@ at 1 GB a clash of two random paragraph sequences is astronomically unlikely, an
 also checks each document's digest and draws again on a clash, so it is guaranteed. The same
 documents are written three times, as ``txt/`` (a blank line between documents),
 ``jsonl/*.jsonl.gz`` (``{"text": ...}``) and ``parquet/`` (a ``text`` column), split into files
-of ~32 MB of text. A corpus is rebuilt only when its ``corpus.json`` (written last) is missing
+of ~32 MB of text, and at least 8 files, so parallel runners have work to share. A corpus is rebuilt only when its ``corpus.json`` (written last) is missing
 or was made with other parameters.
 
 Unseen (``unseen-docs/``, with ``--unseen``): documentation no re-sampling has seen, as it is,
@@ -48,8 +48,9 @@ SOURCES = ("corpora/pydoc/python-3.11-docs.txt", "corpora/django/django-docs.txt
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
 FORMATS = ("txt", "jsonl", "parquet")
 FILE_MB = 32
+MIN_FILES = 8
 MIN_PARAGRAPHS, MAX_PARAGRAPHS = 5, 40
-VERSION = 1
+VERSION = 2
 """Bumped whenever the same parameters would give different documents."""
 
 
@@ -106,10 +107,11 @@ def resampled_documents(paragraphs: list[str], target_bytes: int, seed: int) -> 
 
 
 class Writers:
-    """The same documents into every format, each cut into files of ~``FILE_MB`` of text."""
+    """The same documents into every format, each cut into files of ~``file_bytes`` of text."""
 
-    def __init__(self, root: Path, formats: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, formats: tuple[str, ...], total_bytes: int) -> None:
         self.root, self.formats = root, formats
+        self.file_bytes = min(FILE_MB * 1_000_000, total_bytes // MIN_FILES)
         self.part, self.part_bytes, self.documents, self.bytes = 0, 0, 0, 0
         self.pending: list[str] = []
         for fmt in formats:
@@ -121,7 +123,7 @@ class Writers:
         self.part_bytes += n
         self.bytes += n
         self.documents += 1
-        if self.part_bytes >= FILE_MB * 1_000_000:
+        if self.part_bytes >= self.file_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -131,8 +133,9 @@ class Writers:
         if "txt" in self.formats:
             (self.root / "txt" / f"{name}.txt").write_text("\n\n".join(self.pending) + "\n", encoding="utf-8")
         if "jsonl" in self.formats:
-            with gzip.open(self.root / "jsonl" / f"{name}.jsonl.gz", "wt", encoding="utf-8") as f:
-                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in self.pending)
+            # mtime=0: the same corpus is the same bytes whenever it is built.
+            with gzip.GzipFile(self.root / "jsonl" / f"{name}.jsonl.gz", "wb", mtime=0) as f:
+                f.write("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in self.pending).encode())
         if "parquet" in self.formats:
             pq.write_table(pa.table({"text": self.pending}), self.root / "parquet" / f"{name}.parquet",
                            row_group_size=4096)
@@ -165,7 +168,7 @@ def build_resampled(out: Path, size_mb: float, *, seed: int = 0, formats: tuple[
     if _up_to_date(root, params):
         return root
     shutil.rmtree(root, ignore_errors=True)
-    writers = Writers(root, formats)
+    writers = Writers(root, formats, int(size_mb * 1_000_000))
     for text in resampled_documents(paragraphs, int(size_mb * 1_000_000), seed):
         writers.add(text)
     stamp = _publish(root, writers, params)
@@ -186,12 +189,10 @@ def build_unseen(out: Path, *, formats: tuple[str, ...] = ("txt",)) -> Path:
     if not pages:
         pages, source = source_documents()
         source = f"{source}, not re-sampled (Debian doc packages unavailable)"
-    writers = Writers(root, formats)
-    seen: set[str] = set()
-    for text in pages:
-        if (cleaned := clean_text(text)) and cleaned not in seen:
-            seen.add(cleaned)
-            writers.add(cleaned)
+    unique = list(dict.fromkeys(c for text in pages if (c := clean_text(text))))
+    writers = Writers(root, formats, sum(len(t.encode("utf-8")) + 2 for t in unique))
+    for text in unique:
+        writers.add(text)
     stamp = _publish(root, writers, params, source=source)
     print(f"built {root}: {stamp['documents']:,} documents, {stamp['text_bytes'] / 1e6:.0f} MB from {source}",
           file=sys.stderr)

@@ -21,7 +21,19 @@ _MORE_OPTIONS = ("apache_beam.runners.dask.dask_runner", "apache_beam.runners.re
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    return PipelineOptions(list(beam_args))
+    """Beam's options from the command line, with our defaults where the user set none.
+
+    Beam's DaskRunner puts at least 128 elements in one partition of a ``Create``; our first
+    ``Create`` holds the input files, so a corpus of fewer than 128 files would run as one
+    partition on one Dask worker, however many there are. One file per partition spreads
+    the reading, cleaning and tokenizing over the workers.
+    """
+    args = list(beam_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner
+    if (isinstance(runner, str) and "dask" in runner.lower()
+            and not any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args)):
+        args.append("--dask_partition_size=1")
+    return PipelineOptions(args)
 
 
 def unknown_to_beam(args: Sequence[str]) -> tuple[list[str], list[str]]:
