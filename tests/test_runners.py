@@ -27,7 +27,12 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import pipelines.write
 from mlm_data.dataset.manifest import Manifest
-from pipelines.runner import describe_runner, make_runner, runner_keeps_finish_bundle_output
+from pipelines.runner import (
+    describe_runner,
+    make_runner,
+    pipeline_options,
+    runner_keeps_finish_bundle_output,
+)
 
 from conftest import demo_documents, write_corpus
 
@@ -64,6 +69,16 @@ def test_other_runner_names_pass_through_to_beam():
     assert make_runner(PipelineOptions(["--runner", "DataflowRunner"])) == "DataflowRunner"
     assert describe_runner(PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])) \
         == "DirectRunner (mode=multi_processing, workers=2)"
+
+
+def test_dask_gets_one_input_file_per_partition_unless_told_otherwise():
+    # Beam's DaskRunner otherwise packs >= 128 Create elements (our input files) into one
+    # partition, which runs on one worker however many there are.
+    dask_options = pytest.importorskip("apache_beam.runners.dask.dask_runner").DaskOptions
+    assert pipeline_options(["--runner", DASK_RUNNER]).view_as(dask_options).partition_size == 1
+    chosen = pipeline_options(["--runner", DASK_RUNNER, "--dask_npartitions", "7"]).view_as(dask_options)
+    assert chosen.npartitions == 7 and chosen.partition_size is None
+    assert pipeline_options([]).view_as(dask_options).partition_size is None
 
 
 def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, preprocess, reference, monkeypatch):
