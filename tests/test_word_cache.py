@@ -150,5 +150,8 @@ def test_tokenizers_that_look_across_whitespace_get_no_cache():
     spaced = _wordpiece(vocab)
     spaced.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     assert ChunkCache.for_tokenizer(spaced) is not None
+    spaced.enable_truncation(8)
+    assert ChunkCache.for_tokenizer(spaced) is None
+    spaced.no_truncation()
     spaced.add_tokens(["new york"])
     assert ChunkCache.for_tokenizer(spaced) is None

@@ -97,11 +97,13 @@ class ChunkCache:
     def for_tokenizer(cls, tok: Tokenizer, **bounds: int) -> ChunkCache | None:
         """A cache for ``tok``, or None when its ids are not the concatenation of its chunks'.
 
-        Checks the pipeline components by type, that no added token holds whitespace (it would
-        span chunks), and then probes every whitespace character ``c``: ``"a" + c + "b"`` must
+        Checks that truncation and padding are off, the pipeline components by type, that no
+        added token holds whitespace (it would span chunks), and then probes every whitespace character ``c``: ``"a" + c + "b"`` must
         give the ids of "a" followed by those of "b", and ``c`` alone no ids. Texts holding a
         character that fails go the tokenizer's own way.
         """
+        if tok.truncation is not None or tok.padding is not None:
+            return None  # each chunk would be cut or padded on its own
         spec = json.loads(tok.to_str())
         if not (_is_local(spec.get("normalizer"), _LOCAL_NORMALIZERS)
                 and _is_local(spec.get("pre_tokenizer"), _LOCAL_PRE_TOKENIZERS)):
