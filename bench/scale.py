@@ -119,8 +119,10 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
         same = {True: " (same bytes)", False: " (DIFFERENT)", None: ""}[r.identical]
-        print(f"{r.label:<44}{r.text_mb:>8.0f}{r.seconds:>9.1f}{r.tokens_per_s:>12,.0f}{ratio:>8}"
-              f"{r.peak_rss_mb:>13,.0f}  {r.sha256[:12]}{same}")
+        mb = f"{r.text_mb:.0f}" if r.text_mb >= 1 else (f"{r.text_mb:.1f}" if r.text_mb else "")
+        tps = f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else ""
+        rss = f"{r.peak_rss_mb:,.0f}" if r.peak_rss_mb else ""
+        print(f"{r.label:<44}{mb:>8}{r.seconds:>9.1f}{tps:>12}{ratio:>8}{rss:>13}  {r.sha256[:12]}{same}")
         for note in r.notes:
             print(f"{'':<6}{note}")
 
