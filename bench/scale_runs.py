@@ -112,10 +112,11 @@ def raw_pass(txt_dir: Path, tokenizer_path: Path) -> dict:
 
 
 def pipeline_pass(corpus: str, out: str, tokenizer_path: str, beam_args: list[str], dask_workers: int) -> dict:
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.config.preprocess import PreprocessConfig
     from pipelines.preprocess import run
 
-    cfg = load_preprocess_config(None, extra={"input.paths": [corpus], "output.path": out,
+    cfg = load(PreprocessConfig, settings={"input.paths": [corpus], "output.path": out,
                                               "tokenizer.path": tokenizer_path, "output.overwrite": True})
     cluster = None
     if dask_workers:
@@ -155,7 +156,8 @@ class GraphOnlyRunner(PipelineRunner):
 
 
 def construction_pass(n_files: int, scratch: Path, tokenizer_path: str) -> dict:
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.loading import load
+    from mlm_data.config.preprocess import PreprocessConfig
     from mlm_data.errors import DatasetError
     from pipelines.preprocess import run
 
@@ -163,7 +165,7 @@ def construction_pass(n_files: int, scratch: Path, tokenizer_path: str) -> dict:
     corpus.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         (corpus / f"doc-{i:05d}.txt").write_text(f"Document {i} holds one sentence. And a second one.\n")
-    cfg = load_preprocess_config(None, extra={"input.paths": [str(corpus)], "output.path": str(scratch / "out"),
+    cfg = load(PreprocessConfig, settings={"input.paths": [str(corpus)], "output.path": str(scratch / "out"),
                                               "tokenizer.path": tokenizer_path, "output.overwrite": True})
     # Beam imports the runner by name, as module ``scale_runs`` (this file runs as __main__).
     import scale_runs

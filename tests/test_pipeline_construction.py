@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
-from mlm_data.config.preprocess import load_preprocess_config
+from mlm_data.config.loading import load
+from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.errors import DatasetError
 from pipelines.preprocess import run
 
@@ -38,7 +39,7 @@ def _graph(tmp_path: Path, n_files: int) -> dict[str, int]:
     corpus.mkdir()
     for i in range(n_files):
         (corpus / f"doc-{i:05d}.txt").write_text(f"Document number {i} has a sentence. And another one.\n")
-    cfg = load_preprocess_config(None, extra={"input.paths": [str(corpus)], "output.path": str(tmp_path / f"out-{n_files}"),
+    cfg = load(PreprocessConfig, settings={"input.paths": [str(corpus)], "output.path": str(tmp_path / f"out-{n_files}"),
                                               "tokenizer.path": str(TOKENIZER), "output.num_buckets": 2})
     # Nothing runs, so there is no manifest to load at the end.
     with pytest.raises(DatasetError):
