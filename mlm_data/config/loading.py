@@ -27,10 +27,10 @@ T = TypeVar("T")
 
 def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping from a local path or fsspec URL."""
-    import fsspec
+    from mlm_data import storage
 
     try:
-        with fsspec.open(path, "r", encoding="utf-8") as f:
+        with storage.open_url(path, "r", encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None

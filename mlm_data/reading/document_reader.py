@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TypeVar
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlm_data import accounting
+from mlm_data import accounting, storage
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.reading.byte_streams import LONG, BadFile, is_blank, text_lines
@@ -123,7 +122,7 @@ def read_guarded(
     policy the same way.
     """
     try:
-        with fsspec.open(file.url, "rb") as f:
+        with storage.open_url(file.url, "rb") as f:
             yield from items(f)
     except BadFile as bad:
         if bad.reason != accounting.FILE_EMPTY and on_bad_file != "skip":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from mlm_data import storage
 from mlm_data.errors import InputError
 
 #: ``input.format: auto``: format by extension (after removing a compression suffix); any
@@ -75,7 +76,7 @@ def list_input_files(patterns: Sequence[str]) -> list[InputFile]:
 
 def _expand(pattern: str) -> tuple[list[InputFile], int]:
     """Files for one pattern, and how many were skipped as hidden."""
-    fs, path = fsspec.core.url_to_fs(pattern)
+    fs, path = storage.url_to_fs(pattern, streaming=True)
     path = path.rstrip("/") or path
     local = isinstance(fs, LocalFileSystem)
 

@@ -15,6 +15,11 @@ Endpoints and credentials are never set here: each client reads its standard env
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ... for ``s3://``;
 ``GOOGLE_APPLICATION_CREDENTIALS`` and ``STORAGE_EMULATOR_HOST`` for ``gs://``), and fsspec adds
 any constructor option from ``FSSPEC_<PROTOCOL>_<OPTION>`` (e.g. ``FSSPEC_GS_TOKEN=anon``).
+
+Every client gets its timeouts from ``MLM_DATA_STORE_TIMEOUT`` (``mlm_data.storage.clients``),
+and every attempt at an operation here is cut off after it, so a store that never answers
+fails a command in bounded time. Open and list store URLs through ``url_to_fs`` and
+``open_url`` so that they get the same timeouts.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import fsspec
-from fsspec.core import url_to_fs
+import fsspec.core
+from fsspec.asyn import AsyncFileSystem
+from fsspec.exceptions import FSTimeoutError
 
 from mlm_data.errors import StorageError
+from mlm_data.storage.clients import StoreUnreachable, attempt_limit, client_options, store_timeout
 from mlm_data.storage.retries import (
     RetryPolicy,
     describe,
@@ -46,8 +54,8 @@ except ImportError:  # pragma: no cover - non-POSIX: abandoned temporaries are n
 
 __all__ = [
     "TEMPORARY_PREFIX", "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient",
-    "join", "list_files", "read_bytes", "read_text", "remove", "remove_abandoned_temporaries", "retry",
-    "write_bytes",
+    "join", "list_files", "open_url", "read_bytes", "read_text", "remove", "remove_abandoned_temporaries",
+    "retry", "url_to_fs", "write_bytes",
 ]
 
 #: Local writes go to a temporary named ``.tmp-<uuid>-<name>`` beside the target first.
@@ -74,7 +82,7 @@ def _bucket_missing(fs: fsspec.AbstractFileSystem, url: str, exc: BaseException)
     if says_missing_bucket(exc):
         return True
     try:
-        fs.info(_bucket(url))
+        _limited(fs, "info", _bucket(url))
     except FileNotFoundError:
         return True
     except Exception:
@@ -105,6 +113,37 @@ def _permanent(url: str, action: str, exc: BaseException) -> StorageError | None
 def _no_bucket(url: str, action: str) -> StorageError:
     return StorageError(f"{url}: bucket {_bucket(url)!r} does not exist (while {action}); create it or "
                         "correct the URL (and check AWS_ENDPOINT_URL / STORAGE_EMULATOR_HOST if you use one)")
+
+
+# --------------------------------------------------------------------------------------------
+# Clients, with their timeouts
+
+
+def url_to_fs(url: str, *, streaming: bool = False) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's ``url_to_fs`` with this project's client timeouts (``streaming``: see
+    ``mlm_data.storage.clients.client_options``)."""
+    return fsspec.core.url_to_fs(url, **client_options(_protocol(url), streaming=streaming))
+
+
+def open_url(url: str, mode: str = "rb", **kwargs: object) -> fsspec.core.OpenFile:
+    """``fsspec.open`` for a file read or written piece by piece, with the client timeouts."""
+    return fsspec.open(url, mode, **kwargs, **client_options(_protocol(url), streaming=True))
+
+
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def _limited(fs: fsspec.AbstractFileSystem, method: str, *args: object, nbytes: int = 0, listing: bool = False,
+             **kwargs: object) -> object:
+    """One attempt at ``fs.method(*args)``, cut off after the store timeout (plus the allowance
+    for ``nbytes``), whatever the client's own retries would do."""
+    limit = attempt_limit(fs, nbytes=nbytes, listing=listing)
+    try:
+        return getattr(fs, method)(*args, **kwargs, **limit)
+    except FSTimeoutError as exc:
+        raise StoreUnreachable(f"no complete answer within {limit.get('timeout', 0):.1f}s "
+                               f"(MLM_DATA_STORE_TIMEOUT={store_timeout():g}s)") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,9 +183,14 @@ def read_bytes(url: str) -> bytes:
     outlasted the retries.
     """
     fs, path = url_to_fs(url)
+
+    def fetch() -> bytes:
+        size = int(_limited(fs, "info", path).get("size") or 0) if isinstance(fs, AsyncFileSystem) else 0
+        return _limited(fs, "cat_file", path, nbytes=size)  # type: ignore[return-value]
+
     try:
         with _refusals_named(url, "reading"):
-            return retry(lambda: fs.cat_file(path), what=f"reading {url}")
+            return retry(fetch, what=f"reading {url}")
     except FileNotFoundError as exc:
         if not is_local(url) and _bucket_missing(fs, url, exc):
             raise _no_bucket(url, "reading") from None
@@ -168,7 +212,7 @@ def write_bytes(url: str, data: bytes) -> None:
         return
     try:
         with _refusals_named(url, "writing"):
-            retry(lambda: fs.pipe_file(path, data), what=f"writing {url}")
+            retry(lambda: _limited(fs, "pipe_file", path, data, nbytes=len(data)), what=f"writing {url}")
     except FileNotFoundError:
         # Object stores have no directories to be missing: "not found" on a write is the bucket.
         raise _no_bucket(url, "writing") from None
@@ -241,7 +285,7 @@ def exists(url: str) -> bool:
     fs, path = url_to_fs(url)
     fs.invalidate_cache(path)
     with _refusals_named(url, "checking whether it exists"):
-        return bool(retry(lambda: fs.exists(path), what=f"checking {url}"))
+        return bool(retry(lambda: _limited(fs, "exists", path), what=f"checking {url}"))
 
 
 def remove(url: str) -> None:
@@ -249,7 +293,7 @@ def remove(url: str) -> None:
     fs, path = url_to_fs(url)
     try:
         with _refusals_named(url, "deleting"):
-            retry(lambda: fs.rm_file(path), what=f"deleting {url}")
+            retry(lambda: _limited(fs, "rm_file", path), what=f"deleting {url}")
     except FileNotFoundError:
         pass
 
@@ -260,7 +304,7 @@ def list_files(url: str) -> list[str]:
     fs.invalidate_cache(path)
     try:
         with _refusals_named(url, "listing"):
-            found = retry(lambda: fs.find(path), what=f"listing {url}")
+            found = retry(lambda: _limited(fs, "find", path, listing=True), what=f"listing {url}")
     except FileNotFoundError:
         return []
     root = path.rstrip("/") + "/"
