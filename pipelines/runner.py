@@ -14,6 +14,9 @@ from apache_beam.runners.runner import PipelineRunner
 #: the Fn API runner, which honours --direct_running_mode and --direct_num_workers.
 _LOCAL_NAMES = {None, "", "directrunner", "direct", "fnapirunner"}
 
+#: Imported by every SDK worker process of a local runner as it starts, so that it dies with
+#: the driver (``pipelines.worker_lifetime``).
+WORKER_PLUGIN = "pipelines.worker_lifetime"
 
 #: Modules that register more ``PipelineOptions`` classes when imported (their runners' flags),
 #: imported only when a flag is not found among the ones ``pipeline_options`` itself defines.
@@ -99,9 +102,19 @@ def make_runner(options: PipelineOptions) -> PipelineRunner | str:
     name = options.view_as(StandardOptions).runner
     key = name.lower() if isinstance(name, str) else None
     if key in _LOCAL_NAMES:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner.fn_runner import (
+            ExtendedProvisionInfo,
+            FnApiRunner,
+        )
+        from google.protobuf import struct_pb2
 
-        return FnApiRunner()
+        # What the SDK worker processes of --direct_running_mode=multi_processing receive as
+        # their pipeline options: just the plugin that binds them to the driver.
+        worker_options = struct_pb2.Struct()
+        worker_options.update({"beam_plugins": [WORKER_PLUGIN]})
+        return FnApiRunner(provision_info=ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+            retrieval_token="unused-retrieval-token", pipeline_options=worker_options)))
     if key in ("bundlebaseddirectrunner",):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 

@@ -16,11 +16,11 @@ and are read through memory maps (``trainer.loading.shard_reader``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mlm_data import scratch
 from mlm_data.dataset.compatibility import MIX, Made, check_alike
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import MLM_TASKS
 from mlm_data.errors import ConfigError
+from mlm_data.lifetime import ProcessId, bind_to
 from trainer.loading.options import LoaderOptions
 from trainer.loading.producer import (
     BatchStream,
@@ -113,7 +115,7 @@ class ShardLoader:
         self._owned_cache: str | None = None
         cache_dir = options.cache_dir
         if cache_dir is None:
-            cache_dir = self._owned_cache = tempfile.mkdtemp(prefix="mlm-data-shards-")
+            cache_dir = self._owned_cache = scratch.make_dir("mlm-data-shards-")
             weakref.finalize(self, _remove_dir, cache_dir, os.getpid())
         self._spec = LoaderSpec(
             sources=resolved, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size, shuffle=shuffle,
@@ -169,7 +171,8 @@ class ShardLoader:
             # Pinned batches come as tensors (shared memory), pinned by DataLoader's own thread.
             source = iter(DataLoader(stream, batch_size=None, num_workers=self.num_workers,
                                      collate_fn=None if self.pin_memory else as_is, pin_memory=self.pin_memory,
-                                     multiprocessing_context=self.multiprocessing_context))
+                                     multiprocessing_context=self.multiprocessing_context,
+                                     worker_init_fn=functools.partial(_die_with, ProcessId.current())))
         rows = self.rows_per_epoch
         try:
             for expected, (k, batch) in enumerate(source):
@@ -289,3 +292,9 @@ def _resolve(source: DataSource, split: str) -> SourceSpec:
                           f"{', '.join(manifest.splits) or 'no splits'}")
     return SourceSpec(path=source.path, weight=float(source.weight), manifest=manifest, shards=shards,
                       fingerprint=fingerprint(manifest, split, shards))
+
+
+def _die_with(owner: ProcessId, _worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ends when the process it loads for does, so a
+    killed training run leaves no workers behind (``mlm_data.lifetime``)."""
+    bind_to(owner)
