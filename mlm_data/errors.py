@@ -46,6 +46,10 @@ class StorageError(MlmDataError):
     """An object store refused a request permanently (403, 404, missing bucket)."""
 
 
+class OutputBusyError(MlmDataError):
+    """Another run holds the writer lease of the output (or took it over from this one)."""
+
+
 def find_user_message(exc: BaseException) -> str | None:
     """Return the project's message carried by ``exc``, even when a runner wrapped it.
 

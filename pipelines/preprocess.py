@@ -1,10 +1,11 @@
 """The preprocessing driver: check everything that can be checked up front, then run Beam.
 
 Order matters for a clean failure story: inputs are listed (a missing glob fails in a second,
-not after an hour), the tokenizer is loaded or trained and checked against the task, an old
-manifest at the output is removed (so the directory stops being a dataset while it is
-rewritten), and only then is the pipeline built and run. The pipeline's last step writes the
-manifest; if anything fails before it, there is no dataset at the output.
+not after an hour), the output is checked, the tokenizer is loaded or trained and checked
+against the task, labels are resolved; only then does the run take the output's writer lease
+and write anything. An old dataset at the output stays readable and valid until the
+pipeline's last step publishes the new manifest over it; a run that fails removes what it
+wrote (``mlm_data.dataset.publication``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +21,10 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlm_data import storage
+from mlm_data import lifetime, scratch
 from mlm_data.config.preprocess import PreprocessConfig
-from mlm_data.dataset.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
+from mlm_data.dataset import publication
+from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import LABELLED_TASKS, id_type_for
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.reading.document_reader import Document, InputFile, list_input_files, read_documents
@@ -47,7 +48,7 @@ from pipelines.runner import (
     runner_keeps_finish_bundle_output,
     runs_on_this_machine,
 )
-from pipelines.write import CreateInstancesFn, WriteDataset
+from pipelines.write import CreateInstancesFn, WriteDataset, recorded_config
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +85,6 @@ def plan_buckets(cfg: PreprocessConfig, files: Sequence[InputFile], vocab_size: 
     if cfg.output.validation_fraction > 0:
         v = max(1, math.ceil(n * cfg.output.validation_fraction / max(train_fraction, 1e-9)))
     return BucketPlan(num_buckets=n, validation_buckets=v, estimated_text_bytes=text_bytes)
-
-
-def prepare_output(root: str, *, overwrite: bool) -> None:
-    manifest_url = storage.join(root, MANIFEST_NAME)
-    if storage.exists(manifest_url):
-        if not overwrite:
-            raise ConfigError(f"{root}: already holds a dataset ({MANIFEST_NAME}); pass --overwrite "
-                              "(output.overwrite: true) to replace it, or choose another --output")
-        storage.remove(manifest_url)
 
 
 def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[str]:
@@ -154,27 +146,29 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     cfg.require_paths(source="preprocess")
     root: str = cfg.output.path  # type: ignore[assignment]
     files = list_input_files(cfg.input.paths)
-    prepare_output(root, overwrite=cfg.output.overwrite)
+    publication.check_output(root, overwrite=cfg.output.overwrite)
     tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo)
-    tokenizer_url = storage.join(root, TOKENIZER_NAME)
-    storage.write_bytes(tokenizer_url, tokenizer_json.encode("utf-8"))
+    fixed_labels = resolve_labels(cfg)
     plan = plan_buckets(cfg, files, info.vocab_size)
     id_type = id_type_for(info.vocab_size)
     options = pipeline_options(beam_args)
-    echo(f"{len(files)} input files, ~{plan.estimated_text_bytes / 1e6:.1f} MB of text → {plan.num_buckets} "
-         f"train bucket(s){f' + {plan.validation_buckets} validation' if plan.validation_buckets else ''}; "
-         f"runner {describe_runner(options)}")
-    started = time.perf_counter()
-    fixed_labels = resolve_labels(cfg)
-    # Local runners hold GroupByKey data in memory; spill it to scratch files instead.
-    spill_dir = tempfile.mkdtemp(prefix="mlm-data-shuffle-") if runs_on_this_machine(options) else None
-    try:
-        _run_pipeline(cfg, options, files=files, info=info, tokenizer_url=tokenizer_url, plan=plan, id_type=id_type,
-                      fixed_labels=fixed_labels, spill_dir=spill_dir)
-    finally:
-        if spill_dir:
-            shutil.rmtree(spill_dir, ignore_errors=True)
-    manifest = Manifest.load(root)
+    with publication.replacing(root, overwrite=cfg.output.overwrite, command="mlm-data preprocess",
+                               echo=echo) as output:
+        tokenizer_url = publication.write_tokenizer(root, tokenizer_json)
+        echo(f"{len(files)} input files, ~{plan.estimated_text_bytes / 1e6:.1f} MB of text → {plan.num_buckets} "
+             f"train bucket(s){f' + {plan.validation_buckets} validation' if plan.validation_buckets else ''}; "
+             f"runner {describe_runner(options)}")
+        started = time.perf_counter()
+        # Local runners hold GroupByKey data in memory; spill it to scratch files instead.
+        spill_dir = scratch.make_dir("mlm-data-shuffle-") if runs_on_this_machine(options) else None
+        try:
+            with lifetime.as_driver():
+                _run_pipeline(cfg, options, files=files, info=info, tokenizer_url=tokenizer_url, plan=plan,
+                              id_type=id_type, fixed_labels=fixed_labels, spill_dir=spill_dir, output=output)
+        finally:
+            if spill_dir:
+                shutil.rmtree(spill_dir, ignore_errors=True)
+        manifest = output.published(config=recorded_config(cfg), tokenizer_sha256=info.sha256)
     echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
          f"to {root} in {time.perf_counter() - started:.1f}s")
     return manifest
@@ -182,7 +176,7 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
 
 def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Sequence[InputFile], info: TokenizerInfo,
                   tokenizer_url: str, plan: BucketPlan, id_type: pa.DataType, fixed_labels: list[str] | None,
-                  spill_dir: str | None) -> None:
+                  spill_dir: str | None, output: publication.Output) -> None:
     with beam.Pipeline(runner=make_runner(options), options=options) as p:
         batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars,
                                                        cfg.instances.task)
@@ -201,5 +195,6 @@ def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Seq
             labels = p | "NoLabels" >> beam.Create([None])
             create_rows = CreateInstancesFn(cfg, info)
         _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
-            cfg, info, num_files=len(files), id_type=id_type, create_rows=create_rows, labels=labels)
+            cfg, info, num_files=len(files), id_type=id_type, create_rows=create_rows, labels=labels,
+            lease=output.ticket)
 

@@ -14,17 +14,15 @@ from mlm_data.accounting import Counts
 from mlm_data.config.loading import to_dict
 from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.dataset import stats
-from mlm_data.dataset.manifest import (
-    ShardEntry,
-    build_manifest_data,
-    remove_stale_files,
-    write_manifest,
-)
+from mlm_data.dataset.manifest import ShardEntry, build_manifest_data
+from mlm_data.dataset.publication import publish, tokenizer_name
 from mlm_data.dataset.schema import SCHEMA_VERSION
-from mlm_data.dataset.shards import IpcFormat, shard_name, split_points, write_shard
+from mlm_data.dataset.shards import IpcFormat, shard_stem, split_points, write_shard
 from mlm_data.errors import DatasetError, InputError
 from mlm_data.instances.bucket_rows import BucketRows, build_rows
+from mlm_data.lifetime import ProcessId, exit_if_orphaned
 from mlm_data.reading.document_reader import FileProblem
+from mlm_data.storage.lease import LeaseTicket
 from mlm_data.text.tokenized import TokenizedDocuments
 from mlm_data.text.tokenizer import TokenizerInfo
 from pipelines.counters import report
@@ -47,20 +45,23 @@ class CreateInstancesFn(beam.DoFn):
 
 class WriteShardsFn(beam.DoFn):
     """Writes a bucket's rows as shards of about the target size, straight to their final,
-    deterministic names; a retried bundle rewrites the same bytes to the same names."""
+    content-addressed names; a retried bundle rewrites the same bytes to the same names. A
+    worker whose driver is gone writes nothing more."""
 
     def __init__(self, root: str, target_bytes: int, id_itemsize: int, ipc_format: IpcFormat) -> None:
         self._root = root
         self._target = target_bytes
         self._itemsize = id_itemsize
         self._ipc_format = ipc_format
+        self._driver = ProcessId.current()
 
     def process(self, element: tuple[tuple[str, int], BucketRows]) -> Iterator[dict[str, Any]]:
         (split, bucket), rows = element
         row_bytes = rows.row_tokens * (self._itemsize + 0.125) + 16
         entries = []
         for part, (lo, hi) in enumerate(split_points(row_bytes, self._target)):
-            written = write_shard(self._root, shard_name(split, bucket, part), rows.table.slice(lo, hi - lo),
+            exit_if_orphaned(self._driver)
+            written = write_shard(self._root, shard_stem(split, bucket, part), rows.table.slice(lo, hi - lo),
                                   ipc_format=self._ipc_format)
             entries.append(ShardEntry(path=written.path, split=split, num_rows=written.num_rows,
                                       num_tokens=int(rows.row_tokens[lo:hi].sum()), num_bytes=written.num_bytes,
@@ -69,13 +70,17 @@ class WriteShardsFn(beam.DoFn):
 
 
 class WriteManifestFn(beam.DoFn):
-    """Runs once, after every shard exists: checks the accounting and publishes the manifest."""
+    """Runs once, after every shard exists: checks the accounting and publishes the manifest
+    (if the run still holds the output's writer lease)."""
 
-    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int, id_dtype: str) -> None:
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int, id_dtype: str,
+                 lease: LeaseTicket | None) -> None:
         self._cfg = cfg
         self._tokenizer = tokenizer
         self._num_files = num_files
         self._id_dtype = id_dtype
+        self._lease = lease
+        self._driver = ProcessId.current()
 
     def process(self, _: object, buckets: list[dict[str, Any]],
                 summaries: list[tuple[Counts, list[FileProblem], dict[str, int]]],
@@ -113,7 +118,7 @@ class WriteManifestFn(beam.DoFn):
             ipc_format=cfg.output.ipc_format,
             max_seq_length=cfg.instances.max_seq_length,
             static_masking=cfg.masking.enabled,
-            tokenizer=self._tokenizer.as_manifest("tokenizer.json"),
+            tokenizer=self._tokenizer.as_manifest(tokenizer_name(self._tokenizer.sha256)),
             config=recorded_config(cfg),
             shards=shards,
             counts={**total.as_manifest(), **({"tokenization": dict(sorted(facts.items()))} if facts else {})},
@@ -122,8 +127,8 @@ class WriteManifestFn(beam.DoFn):
             labels=labels,
             created_by=f"mlm-data {__version__}",
         )
-        write_manifest(cfg.output.path, data)  # type: ignore[arg-type]
-        remove_stale_files(cfg.output.path, data)  # type: ignore[arg-type]
+        exit_if_orphaned(self._driver)
+        publish(cfg.output.path, data, lease=self._lease)  # type: ignore[arg-type]
         yield data["totals"]
 
 
@@ -150,8 +155,10 @@ class WriteDataset(beam.PTransform):
     """
 
     def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, num_files: int,
-                 id_type: pa.DataType, create_rows: beam.DoFn, labels: beam.PCollection) -> None:
+                 id_type: pa.DataType, create_rows: beam.DoFn, labels: beam.PCollection,
+                 lease: LeaseTicket | None = None) -> None:
         super().__init__()
+        self._lease = lease
         self._cfg = cfg
         self._tokenizer = tokenizer
         self._num_files = num_files
@@ -176,6 +183,7 @@ class WriteDataset(beam.PTransform):
             pbegin
             | "Commit" >> beam.Create([None])
             | "WriteManifest" >> beam.ParDo(
-                WriteManifestFn(cfg, self._tokenizer, num_files=self._num_files, id_dtype=str(self._id_type)),
+                WriteManifestFn(cfg, self._tokenizer, num_files=self._num_files, id_dtype=str(self._id_type),
+                                lease=self._lease),
                 beam.pvalue.AsList(written), beam.pvalue.AsList(summaries), labels)
         )

@@ -31,7 +31,7 @@ from yarl import URL
 import pipelines.write
 from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
-from mlm_data.errors import ConfigError, DatasetError, StorageError
+from mlm_data.errors import ConfigError, StorageError
 from pipelines.cli import main
 
 from conftest import TOKENIZER
@@ -59,7 +59,7 @@ def upload_corpus(store: ObjectStore, corpus: Path, prefix: str = "in") -> str:
 
 
 def expected_keys(manifest: Manifest) -> list[str]:
-    return sorted(["manifest.json", "tokenizer.json", *(s.path for s in manifest.shards)])
+    return sorted(["manifest.json", manifest.tokenizer["path"], *(s.path for s in manifest.shards)])
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -289,30 +289,35 @@ def test_worker_processes_reach_the_store_through_the_environment(scheme, reques
     assert manifest.data == reference[0].data
 
 
-def test_failed_run_leaves_no_manifest_and_the_rerun_cleans_up(s3, small_corpus, preprocess, reference, monkeypatch):
+def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, preprocess, reference, monkeypatch,
+                                                          capsys):
     out = s3.url("ds")
     for name, data in reference[1].items():   # an existing dataset, to be overwritten
         s3.put(f"ds/{name}", data)
     real_write_shard = pipelines.write.write_shard
+    written: list[str] = []
 
-    def write_then_fail(root, rel_path, table, **kwargs):
-        written = real_write_shard(root, rel_path, table, **kwargs)
-        if rel_path == "train/shard-00003-000.arrow":
+    def write_then_fail(root, stem, table, **kwargs):
+        shard = real_write_shard(root, stem, table, **kwargs)
+        written.append(shard.path)
+        if stem == "train/shard-00003-000":
+            assert s3.keys("ds") == sorted({*reference[1], *written, ".writer-lease.json", reference[0].tokenizer["path"]})
+            code, out_, err = run_cli(capsys, "verify", out, "--quiet")   # the old dataset, mid-run
+            assert code == 0, out_ + err
             raise RuntimeError("worker lost after writing its shard")
-        return written
+        return shard
 
     monkeypatch.setattr(pipelines.write, "write_shard", write_then_fail)
     with pytest.raises(Exception, match="worker lost after writing its shard"):
         preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 5, "output.overwrite": True})
-    keys = s3.keys("ds")
-    assert "manifest.json" not in keys           # not a dataset any more: readers refuse it
-    assert "train/shard-00003-000.arrow" in keys  # the failed run got that far
-    with pytest.raises(DatasetError, match="not a dataset"):
-        Manifest.load(out)
+    assert "train/shard-00003-000" in " ".join(written)   # the failed run got that far
+    # What the failed run wrote is gone; the old dataset is all there is, byte for byte.
+    assert s3.objects("ds") == reference[1]
+    assert Manifest.load(out).data == reference[0].data
 
     monkeypatch.setattr(pipelines.write, "write_shard", real_write_shard)
-    manifest = preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 2})
-    assert s3.keys("ds") == expected_keys(manifest)   # stale shards of both earlier runs removed
+    manifest = preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 2, "output.overwrite": True})
+    assert s3.keys("ds") == expected_keys(manifest)   # the old dataset's files removed once replaced
     assert Manifest.load(out).data == manifest.data
 
 
@@ -333,9 +338,10 @@ def test_shards_go_straight_to_final_keys_and_faults_lose_nothing(s3_proxy, s3, 
     # Nothing lost, nothing duplicated: the same objects as a clean local run, byte for byte.
     assert s3.objects("ds") == reference[1]
     assert manifest.data == reference[0].data
-    # Every write went to a final key: no temporary objects, no copies (an S3 "rename").
+    # Every write went to a final key: no temporary objects, no copies (an S3 "rename"); the
+    # writer lease comes and goes.
     final = {f"/mlm-test/ds/{k}" for k in expected_keys(manifest)}
-    writes = s3_proxy.writes()
+    writes = [w for w in s3_proxy.writes() if w.path != "/mlm-test/ds/.writer-lease.json"]
     assert writes and {w.path for w in writes} <= final
     assert not [w for w in writes if w.copy_source or w.method == "DELETE"]
 
@@ -377,8 +383,8 @@ def test_missing_bucket_fails_fast_with_one_line(scheme, request, small_corpus, 
                              "--tokenizer", str(TOKENIZER))
     assert code == 2
     [line] = err.strip().splitlines()
-    assert line.startswith(f"mlm-data error: {url}/tokenizer.json: bucket 'no-such-bucket' does not exist "
-                           "(while writing)")
+    assert line.startswith(f"mlm-data error: {url}/.writer-lease.json: bucket 'no-such-bucket' does not exist "
+                           "(while creating)")
 
 
 def test_access_denied_fails_fast_with_one_line(s3_proxy, s3, small_corpus, capsys):

@@ -98,7 +98,7 @@ def labelled_dataset(root: Path, task: str, *, rows: int = 90, shards: int = 3, 
     entries = []
     bounds = np.linspace(0, rows, shards + 1).astype(int)
     for i, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-        written = write_shard(str(root), f"train/shard-{i:05d}-000.arrow", table.slice(lo, hi - lo))
+        written = write_shard(str(root), f"train/shard-{i:05d}-000", table.slice(lo, hi - lo))
         entries.append(ShardEntry(path=written.path, split="train", num_rows=written.num_rows,
                                   num_tokens=int(lengths[lo:hi].sum()), num_bytes=written.num_bytes,
                                   sha256=written.sha256))

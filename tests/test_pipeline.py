@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +130,12 @@ def test_rerun_needs_overwrite_and_removes_stale_shards(tmp_path, small_corpus, 
     with pytest.raises(ConfigError, match="already holds a dataset.*--overwrite"):
         preprocess(str(small_corpus), out, **{"output.num_buckets": 1})
     m = preprocess(str(small_corpus), out, **{"output.num_buckets": 1, "output.overwrite": True})
-    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.arrow"))
-    assert on_disk == sorted(s.path for s in m.shards) == ["train/shard-00000-000.arrow"]
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    [shard] = m.shards
+    assert re.fullmatch(r"train/shard-00000-000-[0-9a-f]{16}\.arrow", shard.path)
+    assert shard.path == f"train/shard-00000-000-{shard.sha256[:16]}.arrow"   # named by its content
+    assert on_disk == sorted(["manifest.json", m.tokenizer["path"], shard.path])
+    assert m.tokenizer["path"] == f"tokenizer-{m.tokenizer['sha256'][:16]}.json"
 
 
 def test_target_shard_size_splits_buckets(tmp_path, small_corpus, preprocess):

@@ -26,6 +26,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import pipelines.write
+from mlm_data.dataset import publication
 from mlm_data.dataset.manifest import Manifest
 from pipelines.runner import (
     describe_runner,
@@ -85,13 +86,13 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
     ref_manifest, ref_files = reference
     victim = ref_manifest.shards_for("train")[1].path
     calls: Counter[str] = Counter()
-    real_write_shard, real_write_manifest = pipelines.write.write_shard, pipelines.write.write_manifest
+    real_write_shard, real_write_manifest = pipelines.write.write_shard, publication.write_manifest
 
-    def write_shard_then_fail_once(root, rel_path, table, **kwargs):
-        written = real_write_shard(root, rel_path, table, **kwargs)
-        calls[rel_path] += 1
-        if rel_path == victim and calls[rel_path] == 1:
-            raise RuntimeError(f"injected: worker lost after writing {rel_path}")
+    def write_shard_then_fail_once(root, stem, table, **kwargs):
+        written = real_write_shard(root, stem, table, **kwargs)
+        calls[written.path] += 1
+        if written.path == victim and calls[written.path] == 1:
+            raise RuntimeError(f"injected: worker lost after writing {written.path}")
         return written
 
     def write_manifest_then_fail_once(root, data):
@@ -101,7 +102,7 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
             raise RuntimeError("injected: worker lost after publishing the manifest")
 
     monkeypatch.setattr(pipelines.write, "write_shard", write_shard_then_fail_once)
-    monkeypatch.setattr(pipelines.write, "write_manifest", write_manifest_then_fail_once)
+    monkeypatch.setattr(publication, "write_manifest", write_manifest_then_fail_once)
     manifest = preprocess(str(small_corpus), tmp_path / "out", beam_args=["--runner", "BundleBasedDirectRunner"],
                           **KW)
 

@@ -45,7 +45,8 @@ def _train_files(root):
 def test_the_manifest_records_the_framing_and_both_hold_the_same_rows(both):
     stream, file = (Manifest.load(str(both[f])) for f in ("stream", "file"))
     assert (stream.ipc_format, file.ipc_format) == ("stream", "file")
-    assert [s.path for s in stream.shards] == [s.path for s in file.shards]
+    # Shards are named by their content: the same bucket and part, different bytes and hashes.
+    assert [s.path.rsplit("-", 1)[0] for s in stream.shards] == [s.path.rsplit("-", 1)[0] for s in file.shards]
     for a, b in zip(stream.shards, file.shards):
         raw_a, raw_b = (both["stream"] / a.path).read_bytes(), (both["file"] / b.path).read_bytes()
         assert raw_b[:6] == b"ARROW1" and raw_a[:6] != b"ARROW1"

@@ -15,6 +15,7 @@ import fsspec
 import pytest
 import torch
 
+from mlm_data.dataset.manifest import Manifest
 from trainer import checkpoint, cli
 from trainer.run_log import METRICS_NAME, read_metrics
 
@@ -132,11 +133,12 @@ def tamper(path: Path) -> None:
 def test_a_changed_dataset_tokenizer_is_refused_before_anything_is_written(dataset, tmp_path, capsys):
     changed = tmp_path / "data"
     shutil.copytree(dataset, changed)
-    tamper(changed / "tokenizer.json")
+    tokenizer = Manifest.load(str(changed)).tokenizer["path"]
+    tamper(changed / tokenizer)
     run = tmp_path / "run"
     assert pretrain("--data", str(changed), "--output", str(run), "--max-steps", "1") == 2
     line = error_line(capsys)
-    assert line.startswith(f"mlm-train error: {changed}/tokenizer.json: tokenizer checksum mismatch (sha256 ")
+    assert line.startswith(f"mlm-train error: {changed}/{tokenizer}: tokenizer checksum mismatch (sha256 ")
     assert f"the manifest of {changed} says" in line and "re-create the dataset" in line
     assert not run.exists()
 

@@ -34,6 +34,7 @@ from mlm_data.dataset.manifest import TOKENIZER_NAME
 from mlm_data.dataset.schema import LABELLED_TASKS, MLM_TASKS
 from mlm_data.errors import ConfigError, MlmDataError
 from mlm_data.seeding import derive_key
+from mlm_data.storage.uploads import abort_unfinished_uploads
 from mlm_data.text.tokenizer import dataset_tokenizer_text
 from trainer import checkpoint, distributed, warm_start
 from trainer.config import (
@@ -223,6 +224,8 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
         restore_loader(loader, saved["loader"], ctx, source=run)
         step = saved["step"]
     if ctx.is_main:  # the new run starts here: an earlier one's checkpoints go first
+        if resume or overwrite:  # uploads a killed earlier run left unfinished (mlm_data.storage.uploads)
+            abort_unfinished_uploads(run)
         for _, url in replaced:
             storage.remove(url)
         storage.write_bytes(storage.join(run, CONFIG_NAME), _to_yaml(to_dict(cfg)))

@@ -18,6 +18,7 @@ from mlm_data import storage
 from mlm_data.dataset.schema import TASKS, check_schema_version
 from mlm_data.dataset.shards import IPC_FORMATS
 from mlm_data.errors import DatasetError
+from mlm_data.storage.lease import LEASE_NAME
 
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
@@ -247,19 +248,23 @@ def build_manifest_data(
     }
 
 
-def remove_stale_files(root: str, manifest: Mapping[str, Any]) -> list[str]:
-    """Delete shard files and temporaries under ``root`` that the manifest does not list.
+def remove_stale_files(root: str, manifest: Mapping[str, Any] | None) -> list[str]:
+    """Delete shards, tokenizers and temporaries under ``root`` that ``manifest`` does not list
+    (all of them if there is no manifest).
 
-    A rerun with fewer buckets, or a failed earlier run, leaves such files; they are never
+    An earlier dataset replaced by this one, or a failed run, leaves such files; they are never
     read (readers trust the manifest) but they waste space and confuse people. Only names this
-    project writes are touched.
+    project writes are touched; the writer lease is not one of them.
     """
-    listed = {s["path"] for s in manifest["shards"]}
+    listed = {s["path"] for s in manifest["shards"]} if manifest else set()
+    if manifest:
+        listed.add(manifest["tokenizer"]["path"])
     removed = []
     for rel in storage.list_files(root):
         base = posixpath.basename(rel)
-        ours = (base.startswith("shard-") and base.endswith(".arrow")) or base.startswith(".tmp-")
-        if ours and rel not in listed:
+        tokenizer = rel == base and base.startswith("tokenizer") and base.endswith(".json")
+        ours = (base.startswith("shard-") and base.endswith(".arrow")) or base.startswith(".tmp-") or tokenizer
+        if ours and rel not in listed and not base.endswith(LEASE_NAME):
             storage.remove(storage.join(root, rel))
             removed.append(rel)
     return removed

@@ -5,8 +5,9 @@ A shard is Arrow IPC in one of its two framings (``output.ipc_format``): the *st
 *file* format (Feather v2: what ``pyarrow.dataset``, polars' ``scan_ipc``, pandas'
 ``read_feather`` and DuckDB through pyarrow read). Both carry the same record batches; our own
 readers tell them apart by their first bytes, so every reader of the project takes either.
-The writer encodes a shard in memory, hashes it, and publishes it with a single write, so a
-shard object either exists complete or not at all. The reader re-hashes what it fetched and
+The writer encodes a shard in memory, hashes it, and publishes it with a single write under a
+name that ends in that hash (``content_name``), so a shard object either exists complete or
+not at all, and never overwrites a different one. The reader re-hashes what it fetched and
 refuses a shard whose size or sha256 differs from the manifest.
 """
 
@@ -88,8 +89,23 @@ def split_points(row_bytes: np.ndarray, target_bytes: int) -> list[tuple[int, in
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def shard_name(split: str, bucket: int, part: int) -> str:
-    return f"{split}/shard-{bucket:05d}-{part:03d}.arrow"
+def shard_stem(split: str, bucket: int, part: int) -> str:
+    """Where part ``part`` of bucket ``bucket`` goes, before its content hash is known."""
+    return f"{split}/shard-{bucket:05d}-{part:03d}"
+
+
+def content_name(stem: str, sha256: str, suffix: str) -> str:
+    """``stem-<first 16 hex digits of the sha256>suffix``: a name that only these bytes can have.
+
+    Naming files by their content is what lets a new dataset be written next to the one it
+    replaces without touching it (a rerun with other settings makes other names; the same
+    settings make the same bytes under the same names), and keeps names independent of where
+    and when the data was written.
+
+    >>> content_name("train/shard-00000-000", "0123456789abcdef" * 4, ".arrow")
+    'train/shard-00000-000-0123456789abcdef.arrow'
+    """
+    return f"{stem}-{sha256[:16]}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -100,10 +116,13 @@ class WrittenShard:
     sha256: str
 
 
-def write_shard(root: str, rel_path: str, table: pa.Table, *, ipc_format: IpcFormat = "stream") -> WrittenShard:
+def write_shard(root: str, stem: str, table: pa.Table, *, ipc_format: IpcFormat = "stream") -> WrittenShard:
+    """Write ``table`` under ``root`` as ``content_name(stem, sha256, ".arrow")``."""
     data = encode_table(table, ipc_format=ipc_format)
+    digest = hashlib.sha256(data).hexdigest()
+    rel_path = content_name(stem, digest, ".arrow")
     storage.write_bytes(storage.join(root, rel_path), data)
-    return WrittenShard(rel_path, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+    return WrittenShard(rel_path, table.num_rows, len(data), digest)
 
 
 def fetch_shard(url: str, *, num_bytes: int, sha256: str) -> bytes:
