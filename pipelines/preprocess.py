@@ -108,7 +108,7 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
                       echo: Callable[[str], None]) -> tuple[str, TokenizerInfo]:
     if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
         raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
-                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset's tokenizer.json)")
+                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset's tokenizer-<hash>.json)")
     if cfg.tokenizer.path:
         text = read_tokenizer_text(cfg.tokenizer.path)
         source = cfg.tokenizer.path
