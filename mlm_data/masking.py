@@ -146,17 +146,30 @@ def _check(
 def _choose_tokens(maskable: np.ndarray, keys: np.ndarray, config: MaskingConfig) -> np.ndarray:
     """Exactly ``num_to_mask`` maskable positions per row, uniformly at random.
 
-    Scores are unique (see ``_ranked``), so a threshold at the row's ``target``-th smallest
-    score picks exactly ``target`` positions: one sort of values, no argsort.
+    Positions are ranked by 31 random bits, ties broken by column (the order ``_ranked``
+    defines); a threshold at the row's ``target``-th smallest score picks them. The scores are
+    sorted as ``uint32``, several times faster than partitioning the 64-bit ``_ranked`` keys,
+    and the rare row whose threshold value is shared by several positions takes the leftmost
+    of them, so the result is the one that ranking gives.
     """
-    width = maskable.shape[1]
-    score = _ranked(keys, _CHOOSE, np.arange(width)[None, :], maskable)
-    target = num_to_mask(maskable.sum(axis=1), config)
-    kth_index = np.maximum(target - 1, 0)
-    # A partition at the batch's few distinct targets places each row's kth score as a full sort would.
-    kth = np.take_along_axis(np.partition(score, np.unique(kth_index), axis=1), kth_index[:, None], axis=1)
+    rows, width = maskable.shape
+    bits = seeding.random_bits(keys[:, None], _CHOOSE, np.arange(width, dtype=np.uint64)[None, :])
+    bits >>= np.uint64(33)
+    score = bits.astype(np.uint32)  # (B, T) 31 random bits
+    np.copyto(score, np.uint32(0xFFFFFFFF), where=~maskable)  # after every candidate
+    target = num_to_mask(np.count_nonzero(maskable, axis=1), config)
+    ranked = np.sort(score, axis=1)
+    kth = np.take_along_axis(ranked, np.maximum(target - 1, 0)[:, None], axis=1)  # (B, 1)
     chosen = score <= kth
     chosen &= (target > 0)[:, None]
+    # The threshold takes too many only where the score after it is equal to it.
+    after = np.take_along_axis(ranked, np.minimum(target, width - 1)[:, None], axis=1)[:, 0]
+    over = np.flatnonzero((after == kth[:, 0]) & (target > 0) & (target < width))
+    if over.size:  # equal scores at the threshold: keep the leftmost ones, as column order ranks them
+        tie = score[over] == kth[over]
+        extra = chosen[over].sum(axis=1) - target[over]
+        drop = tie & (np.cumsum(tie[:, ::-1], axis=1)[:, ::-1] <= extra[:, None])
+        chosen[over] &= ~drop
     return chosen
 
 
@@ -335,17 +348,27 @@ def _corrupt(
     mask_token_id: int,
     random_ids: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply 80/10/10 to the chosen positions only: draws cost nothing where nothing happens."""
-    labels = np.where(chosen, ids.astype(np.int64), IGNORE_INDEX)
+    """Apply 80/10/10 to the chosen positions only: draws cost nothing where nothing happens.
+
+    Works on flat indices (one ``flatnonzero`` and 1-D fancy indexing, several times cheaper
+    than their 2-D forms)."""
+    width = ids.shape[1]
+    flat = np.flatnonzero(chosen)
+    labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
+    labels.reshape(-1)[flat] = ids.reshape(-1)[flat]
     out = ids.copy()
-    r, c = np.nonzero(chosen)
-    position = c.astype(np.uint64)
-    action = seeding.uniform(keys[r], _ACTION, position)
+    r = flat // width
+    position = (flat - r * width).astype(np.uint64)
+    # random_bits(key, stream, position): the (key, stream) part per row, the position per token.
+    action = seeding.to_unit(seeding.fold(seeding.random_bits(keys, _ACTION)[r], position, slot=1))
     to_mask = action < config.mask_token_fraction
     to_random = ~to_mask & (action < config.mask_token_fraction + config.random_token_fraction)
+    flat_out = out.reshape(-1)
     if to_random.any():
-        u = seeding.uniform(keys[r[to_random]], _REPLACEMENT, position[to_random])
+        rows = seeding.random_bits(keys, _REPLACEMENT)[r[to_random]]
+        u = seeding.to_unit(seeding.fold(rows, position[to_random], slot=1))
         pick = np.minimum((u * random_ids.size).astype(np.int64), random_ids.size - 1)
-        out[r[to_random], c[to_random]] = random_ids[pick]
-    out[r[to_mask], c[to_mask]] = mask_token_id
+        flat_out[flat[to_random]] = random_ids[pick]
+    flat_out[flat[to_mask]] = mask_token_id
     return out, labels
+

@@ -107,12 +107,24 @@ def random_bits(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarra
     """
     with np.errstate(over="ignore"):
         z = _mix64(np.asarray(key, dtype=np.uint64) + _G)
-        for i, c in enumerate(counters):
-            c = np.asarray(c).astype(np.uint64, copy=False)
-            z = z + c * _M[i]  # broadcasts to the final shape once; the rest is in place
-            z += _G
-            z = _mix64(z)
-        return z
+    for i, c in enumerate(counters):
+        z = fold(z, c, slot=i)
+    return z
+
+
+def fold(bits: np.ndarray, counter: np.ndarray | int, *, slot: int) -> np.ndarray:
+    """Fold one more counter into ``random_bits`` drawn with ``slot`` counters:
+    ``fold(random_bits(k, a), b, slot=1) == random_bits(k, a, b)``.
+
+    It lets a caller draw the per-row part of a hash once and finish it only where needed
+    (masking hashes ``(row key, stream)`` per row, then the position only at chosen tokens).
+
+    >>> bool(fold(random_bits(7, 3), 5, slot=1) == random_bits(7, 3, 5))
+    True
+    """
+    with np.errstate(over="ignore"):
+        step = np.asarray(counter).astype(np.uint64, copy=False) * _M[slot] + _G
+        return _mix64(np.asarray(bits, dtype=np.uint64) + step)  # broadcasts once; the rest is in place
 
 
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
@@ -123,7 +135,12 @@ _M = tuple(np.uint64(m) for m in _MULTIPLIERS)
 
 def uniform(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarray:
     """Uniform floats in [0, 1), one per element of the broadcast counters (see ``random_bits``)."""
-    return (random_bits(key, *counters) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return to_unit(random_bits(key, *counters))
+
+
+def to_unit(bits: np.ndarray) -> np.ndarray:
+    """Random bits as uniform floats in [0, 1): their top 53 bits, scaled."""
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def keys_for(seed: int, purpose: str, *prefix: int | str, index: np.ndarray) -> np.ndarray:

@@ -465,3 +465,51 @@ def test_module_needs_neither_beam_nor_torch():
     code = "import sys, mlm_data.masking; print(sorted({'apache_beam', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# Worked out once by the first implementation (partition of 64-bit ranks, 2-D indexing): a
+# faster implementation must give every row the same mask, or resumed runs and static
+# datasets made before it would disagree with what it makes now.
+PINNED = {
+    "token": ([[100, 3, 3, 103, 104, 105, 106, 107, 3, 3, 110, 111], [112, 113, 114, 115, 116, 117, 118, 119, 3, 3, 3, 123]],
+              [[-100, 101, 102, -100, -100, -100, -100, -100, 108, 109, -100, -100],
+               [-100, -100, -100, 115, -100, -100, -100, -100, 120, 121, 122, -100]]),
+    "whole_word": ([[100, 3, 3, 103, 104, 105, 106, 107, 108, 3, 18, 111], [112, 113, 114, 115, 116, 117, 118, 119, 3, 3, 3, 123]],
+                   [[-100, 101, 102, -100, -100, -100, -100, -100, -100, 109, 110, -100],
+                    [-100, -100, -100, 115, -100, -100, -100, -100, 120, 121, 122, -100]]),
+    "span": ([[100, 3, 3, 11, 104, 105, 106, 107, 108, 109, 110, 111], [112, 113, 114, 115, 116, 117, 118, 119, 3, 3, 3, 123]],
+             [[-100, 101, 102, 103, -100, -100, -100, -100, -100, -100, -100, -100],
+              [-100, -100, -100, 115, -100, -100, -100, -100, 120, 121, 122, -100]]),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_masks_are_the_ones_earlier_versions_made(mode):
+    ids = np.arange(100, 124).reshape(2, 12)
+    maskable = np.ones((2, 12), dtype=bool)
+    maskable[:, [0, -1]] = False
+    word_start = np.array([[1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1]] * 2, dtype=bool)
+    out, labels = run(ids, maskable, word_start, keys=seeding.keys_for(7, "mask", 0, index=np.arange(2)),
+                      random_token_ids=np.arange(10, 20), probability=0.4, **MODES[mode])
+    assert (out.tolist(), labels.tolist()) == PINNED[mode]
+
+
+def test_equal_random_scores_rank_by_column(monkeypatch):
+    """Scores keep 31 random bits; where two positions draw the same bits, the left one ranks
+    first, so exactly the budget is chosen and the choice does not depend on the sort."""
+    real = seeding.random_bits
+
+    def coarse(key, *counters):  # 4 distinct scores per row: ties everywhere
+        return (real(key, *counters) >> np.uint64(62)) << np.uint64(33)
+
+    monkeypatch.setattr(seeding, "random_bits", coarse)
+    rows, width = 64, 40
+    maskable = np.random.default_rng(0).random((rows, width)) < 0.8
+    keys = keys_for(rows)
+    _, labels = run(np.full((rows, width), 50), maskable, keys=keys, probability=0.3)
+    score = coarse(keys[:, None], 1 << 8, np.arange(width, dtype=np.uint64)[None, :]) >> np.uint64(33)
+    target = num_to_mask(maskable.sum(axis=1), MaskingConfig(probability=0.3))
+    for r in range(rows):
+        order = np.lexsort((np.arange(width), score[r]))  # by score, then column
+        expected = [c for c in order if maskable[r, c]][:target[r]]
+        assert sorted(np.flatnonzero(labels[r] != IGNORE_INDEX).tolist()) == sorted(expected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlm_data.seeding import KeyedRandom, derive_key, keys_for, uniform
+from mlm_data.seeding import KeyedRandom, derive_key, fold, keys_for, random_bits, uniform
 
 
 def test_derive_key_is_stable_and_distinguishes_parts():
@@ -46,3 +46,12 @@ def test_keys_for_rows_independent_of_batching():
     np.testing.assert_array_equal(all_keys[40:60], part)
     assert len(set(all_keys.tolist())) == 100
     assert not np.array_equal(keys_for(5, "mask", 2, index=np.arange(100)), all_keys)
+
+
+def test_fold_finishes_a_partial_hash():
+    key = derive_key(3, "mask", 0)
+    rows = random_bits(np.array([key, key + 1], dtype=np.uint64), 5)  # per row: (key, 5)
+    positions = np.arange(7, dtype=np.uint64)
+    np.testing.assert_array_equal(fold(rows[:, None], positions[None, :], slot=1),
+                                  random_bits(np.array([key, key + 1], dtype=np.uint64)[:, None], 5, positions[None, :]))
+    assert fold(random_bits(key), 9, slot=0) == random_bits(key, 9)

@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mlm_data.dataset.compatibility import Made
 from mlm_data.dataset.manifest import Manifest, ShardEntry
 from trainer.loading.collate import Collator, Part, columns_for
+from trainer.loading.heap import keep_freed_memory
 from trainer.loading.options import LoaderOptions
 from trainer.loading.sample_order import Mixture, RowOrder, batch_cursor, rank_positions
 from trainer.loading.shard_cache import ShardCache
@@ -87,6 +88,7 @@ class Producer:
     """
 
     def __init__(self, spec: LoaderSpec, *, concatenated: bool) -> None:
+        keep_freed_memory()  # batch passes recycle the same large blocks (trainer.loading.heap)
         self.spec = spec
         options = spec.options
         self.entries: list[tuple[str, ShardEntry]] = [
