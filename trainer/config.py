@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from mlm_data.config.loading import check
 from mlm_data.config.preprocess import MaskingConfig
-from mlm_data.dataset.schema import LABELLED_TASKS, TASKS
+from mlm_data.dataset.schema import LABELLED_TASKS, MLM_TASKS, TASKS
 from mlm_data.errors import ConfigError
 from trainer.loading.options import LoaderOptions
 
@@ -117,10 +117,20 @@ class TrainConfig:
     """AdamW epsilon."""
     clip_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value; null = no clipping."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto``: bf16 autocast on CUDA devices that support it, fp32 elsewhere."""
+    precision: Literal["auto", "fp32", "bf16", "bf16-master"] = "auto"
+    """``bf16``: bf16 autocast over fp32 weights; ``bf16-master``: bf16 weights, fp32 master copies in the optimizer (no casts in the step); ``auto``: bf16 on CUDA devices that support it, fp32 elsewhere."""
     compile: bool = False
     """Run the model through torch.compile (faster on GPUs; first steps are slow)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """torch.compile mode: ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs (best with static_shapes)."""
+    static_shapes: bool = False
+    """Pad every batch to the dataset's max_seq_length and score a fixed number of MLM predictions: the same tensor shapes every step, which CUDA graphs need."""
+    sync_free: bool = False
+    """MLM: score the masked positions through a padded gather built on the host, not a boolean index that makes the host wait for the device every step (implied by static_shapes and unpad)."""
+    unpad: bool = False
+    """MLM: drop the padding before the encoder and attend within each row through variable-length attention (MosaicBERT's unpadding)."""
+    tensorboard: bool | None = None
+    """Write TensorBoard event files beside metrics.jsonl; null = when the tensorboard package is installed."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: the local CUDA device when there is one, else the CPU."""
     log_every: int = 10
@@ -167,6 +177,10 @@ class TrainConfig:
             errors.append(f"eps: must be > 0, found {self.eps}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             errors.append(f"clip_grad_norm: must be > 0 or null, found {self.clip_grad_norm}")
+        if self.compile_mode != "default" and not self.compile:
+            errors.append(f"compile_mode: {self.compile_mode!r} takes effect only with compile: true")
+        if self.unpad and self.static_shapes:
+            errors.append("unpad: drops the padding that static_shapes adds; set one of them to false")
         check(errors)
 
 
@@ -296,6 +310,9 @@ def resolve_for_dataset(cfg: PretrainConfig, *, vocab_size: int, task: str, max_
         errors.append(f"model.nsp_head: the dataset task {task!r} has no next-sentence labels")
     if m.document_attention and task != "causal_lm":
         errors.append(f"model.document_attention: only for causal_lm datasets, this one is {task!r}")
+    for name in ("unpad", "sync_free"):
+        if getattr(cfg.train, name) and task not in MLM_TASKS:
+            errors.append(f"train.{name}: only for MLM pretraining (tasks {', '.join(MLM_TASKS)}), this dataset is {task!r}")
     if errors:
         raise ConfigError(f"{source}: the config does not fit the dataset:\n" + "\n".join(f"  - {e}" for e in errors))
     model = replace(m, vocab_size=m.vocab_size or vocab_size, task=task,
@@ -329,9 +346,9 @@ def resolve_steps(cfg: PretrainConfig, *, steps_per_epoch: int) -> PretrainConfi
 #: read once, at step 0; ``data.eval_sources`` changes what is measured, not what is trained.
 RESUMABLE_CHANGES = frozenset({
     "train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
-    "train.save_every", "train.keep_last", "train.compile", "data.sources", "data.eval_sources",
-    "data.num_workers", "data.prefetch_shards", "data.cache_dir", "data.max_cache_bytes", "data.fuse_batches",
-    "output", "init",
+    "train.save_every", "train.keep_last", "train.compile", "train.compile_mode", "train.tensorboard",
+    "data.sources", "data.eval_sources", "data.num_workers", "data.prefetch_shards", "data.cache_dir",
+    "data.max_cache_bytes", "data.fuse_batches", "output", "init",
 })
 
 

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mlm_data import storage
 from mlm_data.config.loading import to_dict
 from mlm_data.dataset.manifest import TOKENIZER_NAME
-from mlm_data.dataset.schema import LABELLED_TASKS, MLM_TASKS
+from mlm_data.dataset.schema import IGNORE_INDEX, LABELLED_TASKS, MLM_TASKS
 from mlm_data.errors import ConfigError, MlmDataError
 from mlm_data.seeding import derive_key
 from mlm_data.storage.uploads import abort_unfinished_uploads
@@ -46,7 +46,7 @@ from trainer.config import (
     resolve_steps,
 )
 from trainer.evaluation.classifier import evaluate_labels
-from trainer.evaluation.language_model import evaluate, evaluate_lm, model_inputs
+from trainer.evaluation.language_model import evaluate, evaluate_lm
 from trainer.loading.loader import DataSource, ShardLoader
 from trainer.loading.run_loaders import (
     check_resume_data,
@@ -57,8 +57,10 @@ from trainer.loading.run_loaders import (
 from trainer.models.architectures import build_model
 from trainer.models.encoder import ModelOutput
 from trainer.optim import build_optimizer, lr_at, warmup_warning
+from trainer.precision import Precision
 from trainer.reporting import StepStats, describe_evaluation, finish, train_record
 from trainer.run_log import MetricsLog, Progress
+from trainer.step_inputs import StepInputs
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
@@ -88,20 +90,15 @@ def dropout_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return derive_key(seed, "dropout", step, micro, rank)
 
 
-def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return None
-
-
 class TrainingDiverged(MlmDataError):
     """The loss became NaN or infinite: the run cannot usefully go on."""
 
 
 def step_figures(out: Any) -> torch.Tensor:
     """``(loss, mlm_loss, nsp_loss, correct, count)`` of one micro-batch, whatever the model:
-    the MLM parts are zero for the others, and ``correct`` counts argmax hits on the targets."""
+    the MLM parts are zero for the others, ``correct`` counts argmax hits on the targets and
+    ``count`` the targets (padding rows of a fixed-size gather, labelled -100, are neither).
+    All on the device: nothing here makes the host wait."""
     if isinstance(out, ModelOutput):
         nsp = out.nsp_loss if out.nsp_loss is not None else out.loss.new_zeros(())
         mlm, targets = out.mlm_loss, out.mlm_labels
@@ -109,36 +106,41 @@ def step_figures(out: Any) -> torch.Tensor:
         mlm = nsp = out.loss.new_zeros(())
         targets = out.labels
     correct = (out.logits.argmax(-1) == targets).sum()
-    return torch.stack([out.loss, mlm, nsp, correct.float(), out.loss.new_tensor(targets.numel())])
+    count = (targets != IGNORE_INDEX).sum()
+    return torch.stack([out.loss, mlm, nsp, correct.float(), count.float()])
 
 
-def train_step(model: torch.nn.Module, batches: Iterator[Mapping[str, torch.Tensor]],
-               optimizer: torch.optim.Optimizer, *, step: int, cfg: TrainConfig,
-               rank: int, device: torch.device, amp_dtype: torch.dtype | None) -> StepStats:
-    """One optimizer step: ``grad_accum`` micro-batches of forward and backward, clip, update."""
+def train_step(net: torch.nn.Module, batches: Iterator[Mapping[str, torch.Tensor]],
+               optimizer: torch.optim.Optimizer, *, step: int, cfg: TrainConfig, rank: int,
+               prepare: StepInputs, precision: Precision) -> StepStats:
+    """One optimizer step: ``grad_accum`` micro-batches of forward and backward, clip, update.
+
+    ``net`` is ``precision.compute`` (compiled, in DDP, as the run has it); the optimizer
+    updates ``precision.master``. Figures stay on the device until a log step reads them."""
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums = torch.zeros(5, device=device)
+    sums = torch.zeros(5, device=prepare.device)
     tokens = 0
     for micro in range(cfg.grad_accum):
-        batch = next(batches)
-        tokens += int(batch["attention_mask"].sum())
-        inputs = model_inputs(batch, device)
+        inputs, n_tokens = prepare(next(batches))
+        tokens += n_tokens
         torch.manual_seed(dropout_seed(cfg.seed, step, micro, rank))
         # DDP averages gradients across ranks on the last micro-batch only.
         last = micro == cfg.grad_accum - 1
-        with nullcontext() if last or not isinstance(model, DistributedDataParallel) else model.no_sync():
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = model(**inputs)
+        with nullcontext() if last or not isinstance(net, DistributedDataParallel) else net.no_sync():
+            with precision.autocast():
+                out = net(**inputs)
             (out.loss / cfg.grad_accum).backward()
         with torch.no_grad():
             sums += step_figures(out)
+    precision.grads_to_master()
     grad_norm = None
     if cfg.clip_grad_norm is not None:
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(precision.master.parameters(), cfg.clip_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    precision.master_to_compute()
     return StepStats(sums, tokens, grad_norm, lr)
 
 
@@ -232,21 +234,23 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
         storage.write_bytes(storage.join(run, TOKENIZER_NAME), tokenizer.encode("utf-8"))
     metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
     dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
-    amp_dtype = amp_dtype_for(t.precision, ctx.device)
-    net: torch.nn.Module = torch.compile(model) if t.compile else model
+    precision = Precision(model, t.precision, ctx.device)
+    net = compile_network(precision.compute, t)
     if ctx.world_size > 1:
         net = DistributedDataParallel(net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    prepare = StepInputs(ctx.device, masking=cfg.data.masking, sync_free=t.sync_free or t.static_shapes,
+                         unpad=t.unpad)
     global_batch = t.batch_size * t.grad_accum * ctx.world_size
     progress.message(f"{'resuming at step ' + str(step) if step else 'training'} {run}: "
                      f"{model.num_parameters() / 1e6:.2f}M parameters, {ctx.world_size} rank(s) on "
-                     f"{ctx.device.type}, {'bf16' if amp_dtype else 'fp32'}, global batch {global_batch}, "
+                     f"{ctx.device.type}, {precision.name}, global batch {global_batch}, "
                      f"{loader.rows_per_epoch:,} rows per epoch, task {task}")
 
     def evaluate_at(at_step: int, *, final: bool = False) -> dict[str, Any]:
         # Entity F1 needs whole sentences: a fine-tuning run's last evaluation reads the whole split.
         limit = None if final and command == "finetune" else t.eval_batches
-        ev = _evaluate(model, eval_loader, task=task, labels=manifest.labels, device=ctx.device,
-                       amp_dtype=amp_dtype, max_batches=limit)
+        ev = _evaluate(precision.compute, eval_loader, task=task, labels=manifest.labels, device=ctx.device,
+                       amp_dtype=precision.amp_dtype, max_batches=limit)
         record = {"step": at_step, "split": cfg.data.eval_split, **ev}
         metrics.append({k: v for k, v in record.items() if k not in _DETAIL})  # one line per record
         metrics.flush()
@@ -261,8 +265,8 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
     started = t_last = time.perf_counter()
     start_step, tokens = step, 0
     while step < t.max_steps:
-        stats = train_step(net, batches, optimizer, step=step, cfg=t, rank=ctx.rank,
-                           device=ctx.device, amp_dtype=amp_dtype)
+        stats = train_step(net, batches, optimizer, step=step, cfg=t, rank=ctx.rank, prepare=prepare,
+                           precision=precision)
         step += 1
         tokens += stats.tokens
         done = step == t.max_steps
@@ -301,6 +305,13 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
         finish(run, step, start_step, time.perf_counter() - started, (first, last), (first_eval, evaluation),
                progress, wrote=tuple(wrote))
     return RunResult(run=run, step=step, model=model, first=first, last=last, evaluation=evaluation)
+
+
+def compile_network(net: torch.nn.Module, t: TrainConfig) -> torch.nn.Module:
+    """``net`` through torch.compile in ``t.compile_mode`` when ``t.compile``, else as it is."""
+    if not t.compile:
+        return net
+    return torch.compile(net, mode=None if t.compile_mode == "default" else t.compile_mode)  # type: ignore[return-value]
 
 
 def _evaluate(model: torch.nn.Module, loader: ShardLoader, *, task: str, labels: list[str] | None,

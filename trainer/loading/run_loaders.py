@@ -23,9 +23,11 @@ from trainer.run_log import Progress
 
 def make_loader(cfg: PretrainConfig, ctx: distributed.Context, sources: list[DataSource], *,
                 split: str, shuffle: bool = True) -> ShardLoader:
+    # train.static_shapes: every batch as wide as the longest row can be.
+    options = replace(cfg.data, pad_to_max_length=True) if cfg.train.static_shapes else cfg.data
     return ShardLoader(
         sources, split=split, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=ctx.rank,
-        world_size=ctx.world_size, options=cfg.data, shuffle=shuffle,
+        world_size=ctx.world_size, options=options, shuffle=shuffle,
         pin_memory=ctx.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
     )
 

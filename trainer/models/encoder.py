@@ -11,6 +11,11 @@ Two choices matter for speed and are easy to miss:
   head over every token would;
 * attention is ``F.scaled_dot_product_attention``, which picks a fused kernel when it can.
 
+Two inputs serve the training step's speed options (``trainer.step_inputs``): ``mlm_positions``
+and ``mlm_targets`` name the scored positions with a fixed-size, padded gather instead of a
+boolean index (whose result size only the device knows, so the host would wait for it), and
+``packing`` runs the encoder on the batch's real tokens alone (``trainer.models.unpadded``).
+
 ``Block`` and ``SelfAttention`` take ``is_causal``, so the decoder (``trainer.models.decoder``) is
 built from the same parts; the fine-tuning heads are in ``trainer.models.classifiers``.
 """
@@ -26,6 +31,7 @@ from torch import nn
 
 from mlm_data.dataset.schema import IGNORE_INDEX
 from trainer.config import ModelConfig
+from trainer.models.unpadded import Packing, varlen_attention
 
 
 class ModelOutput(NamedTuple):
@@ -37,9 +43,11 @@ class ModelOutput(NamedTuple):
     """Mean cross-entropy of the next-sentence labels that are not -100."""
     logits: torch.Tensor
     """With ``labels``: ``(N, V)`` at the labelled positions, in row-major order (the order of
-    ``labels[labels != -100]``). Without: ``(B, T, V)`` at every position."""
+    ``labels[labels != -100]``); with ``mlm_positions``: ``(K, V)`` at those. Without either:
+    ``(B, T, V)`` at every position."""
     mlm_labels: torch.Tensor | None
-    """``(N,)`` the targets of ``logits``' rows, when ``labels`` was given."""
+    """``(N,)`` the targets of ``logits``' rows (with ``mlm_positions``: ``mlm_targets``, -100
+    on the padding rows), when labels were given."""
     nsp_logits: torch.Tensor | None
     """``(B, 2)``: is-next (0) / random-next (1) scores, when the model has an NSP head."""
 
@@ -73,8 +81,8 @@ def init_weights(module: nn.Module, *, std: float) -> None:
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy over ``count`` targets divided by at-least-one: a batch without
     targets (all padding rows) keeps a finite loss and a connected graph, so DDP still sees a
-    gradient for every parameter."""
-    return F.cross_entropy(logits.float(), labels, reduction="sum") / count.clamp(min=1)
+    gradient for every parameter. Rows whose label is -100 add nothing."""
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / count.clamp(min=1)
 
 
 def _activation(name: str) -> nn.Module:
@@ -100,10 +108,11 @@ class Embeddings(nn.Module):
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.size(1)
-        pos = torch.arange(T, device=input_ids.device)  # (T,)
-        x = self.word(input_ids) + self.position(pos) + self.token_type(token_type_ids)  # (B, T, C)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T)`` ids at positions ``0..T-1``, or packed ``(N,)`` ids at their ``positions``."""
+        pos = torch.arange(input_ids.size(1), device=input_ids.device) if positions is None else positions  # (T,)
+        x = self.word(input_ids) + self.position(pos) + self.token_type(token_type_ids)  # (B, T, C) or (N, C)
         return self.dropout(self.ln(x))
 
 
@@ -117,8 +126,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """``attn_mask``: ``(B, 1, 1, T)`` bool, True where a key may be attended to."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        """``attn_mask``: ``(B, 1, 1, T)`` bool, True where a key may be attended to. With
+        ``packing``, ``x`` is the ``(N, C)`` packed tokens and attention stays within each row."""
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if packing is not None:
+            y = varlen_attention(self.qkv(x), packing, num_heads=self.n_head, dropout_p=dropout_p)  # (N, C)
+            return self.dropout(self.proj(y))
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -129,10 +143,8 @@ class SelfAttention(nn.Module):
             # SDPA takes either a mask or is_causal, so fold causality into the padding mask.
             attn_mask = attn_mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (B, 1, T, T)
             is_causal = False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.dropout(self.proj(y))
 
@@ -161,12 +173,12 @@ class Block(nn.Module):
         self.mlp = FeedForward(cfg)
         self.ln_2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
         if self.pre_ln:
-            x = x + self.attn(self.ln_1(x), attn_mask)  # (B, T, C)
-            return x + self.mlp(self.ln_2(x))  # (B, T, C)
-        x = self.ln_1(x + self.attn(x, attn_mask))  # (B, T, C)
-        return self.ln_2(x + self.mlp(x))  # (B, T, C)
+            x = x + self.attn(self.ln_1(x), attn_mask, packing)  # (B, T, C) or (N, C)
+            return x + self.mlp(self.ln_2(x))  # (B, T, C) or (N, C)
+        x = self.ln_1(x + self.attn(x, attn_mask, packing))  # (B, T, C) or (N, C)
+        return self.ln_2(x + self.mlp(x))  # (B, T, C) or (N, C)
 
 
 class Encoder(nn.Module):
@@ -180,13 +192,17 @@ class Encoder(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.layer_norm == "pre" else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                token_type_ids: torch.Tensor | None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        """``(B, T)`` ids in, ``(B, T, C)`` out; with ``packing``, ``(N,)`` packed ids (and token
+        types) in, ``(N, C)`` out, and ``attention_mask`` is not needed."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        mask = None
+        if attention_mask is not None and packing is None:
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.embeddings(input_ids, token_type_ids, None if packing is None else packing.positions)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, mask)  # (B, T, C)
+            x = block(x, mask, packing)  # (B, T, C) or (N, C)
         return x if self.ln_f is None else self.ln_f(x)
 
 
@@ -236,18 +252,31 @@ class BertForPreTraining(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        mlm_positions: torch.Tensor | None = None,
+        mlm_targets: torch.Tensor | None = None,
+        packing: Packing | None = None,
     ) -> ModelOutput:
-        h = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        """``labels``: ``(B, T)``, -100 where nothing is predicted. Or, instead, ``mlm_positions``
+        ``(K,)`` (flat indices into the ``B * T`` positions, or the ``N`` packed tokens) and
+        ``mlm_targets`` ``(K,)``, -100 on the rows that only pad ``K``: static shapes, no sync."""
+        h = self.encoder(input_ids, attention_mask, token_type_ids, packing)  # (B, T, C) or (N, C)
 
         nsp_logits = nsp_loss = None
         if self.nsp is not None:
-            pooled = torch.tanh(self.pooler(h[:, 0]))  # (B, C) from [CLS]
+            first = h[:, 0] if packing is None else h.index_select(0, packing.offsets[:-1])  # (B, C)
+            pooled = torch.tanh(self.pooler(first))  # (B, C) from [CLS]
             nsp_logits = self.nsp(pooled)  # (B, 2)
             if next_sentence_label is not None:
                 n_rows = (next_sentence_label != IGNORE_INDEX).sum().clamp(min=1)
                 nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label,
                                            ignore_index=IGNORE_INDEX, reduction="sum") / n_rows
 
+        if mlm_positions is not None and mlm_targets is not None:
+            rows = h.reshape(-1, h.size(-1)).index_select(0, mlm_positions)  # (K, C)
+            logits = self.mlm_head(rows)  # (K, V)
+            mlm_loss = masked_cross_entropy(logits, mlm_targets, (mlm_targets != IGNORE_INDEX).sum())
+            loss = mlm_loss if nsp_loss is None else mlm_loss + nsp_loss
+            return ModelOutput(loss, mlm_loss, nsp_loss, logits, mlm_targets, nsp_logits)
         if labels is None:
             return ModelOutput(None, None, nsp_loss, self.mlm_head(h), None, nsp_logits)  # logits (B, T, V)
 
