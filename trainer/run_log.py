@@ -5,7 +5,9 @@
 ``tokens_per_s``, ...). On a local disk each record is appended as it is made, so ``tail -f``
 works; on an object store, which has no append, the whole file is republished (one PUT) at
 every evaluation, checkpoint and at the end. A resumed run first drops the records after the
-checkpoint it resumes from, so the file reads as if the run had never stopped.
+checkpoint it resumes from, so the file reads as if the run had never stopped. With
+``tensorboard`` the same records also go to TensorBoard event files in the run folder
+(``trainer.tensorboard_log``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fsspec.core import url_to_fs
 
 from mlm_data import storage
 from mlm_data.errors import MlmDataError
+from trainer.tensorboard_log import TensorBoardLog
 
 METRICS_NAME = "metrics.jsonl"
 log = logging.getLogger(__name__)
@@ -64,31 +67,38 @@ def read_metrics(run: str) -> list[dict[str, Any]]:
 class MetricsLog:
     """The run's metrics.jsonl, written by rank 0 only (``enabled=False`` on the others)."""
 
-    def __init__(self, run: str, *, resume_step: int | None, enabled: bool = True) -> None:
+    def __init__(self, run: str, *, resume_step: int | None, enabled: bool = True, tensorboard: bool = False) -> None:
         self.url = storage.join(run, METRICS_NAME)
         self.enabled = enabled
         self.local = storage.is_local(self.url)
         self.lines: list[str] = []
+        self.board = TensorBoardLog(run, resume_step=resume_step, enabled=False)
         if not enabled:
             return
         if resume_step is not None:
             kept = [r for r in read_metrics(run) if r["step"] <= resume_step]
             self.lines = [json.dumps(r) for r in kept]
         self._publish()
+        self.board = TensorBoardLog(run, resume_step=resume_step, enabled=tensorboard)
 
     def append(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         line = json.dumps(record)
         self.lines.append(line)
+        self.board.append(record)
         if self.local:
             with open(url_to_fs(self.url)[1], "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
     def flush(self) -> None:
-        """Make the store's copy complete (a no-op locally, where every record is already on disk)."""
+        """Make the store's copy complete (locally every record is already on disk)."""
+        self.board.flush()
         if self.enabled and not self.local:
             self._publish()
+
+    def close(self) -> None:
+        self.board.close()
 
     def _publish(self) -> None:
         storage.write_bytes(self.url, "".join(line + "\n" for line in self.lines).encode("utf-8"))

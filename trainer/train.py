@@ -36,7 +36,7 @@ from mlm_data.errors import ConfigError, MlmDataError
 from mlm_data.seeding import derive_key
 from mlm_data.storage.uploads import abort_unfinished_uploads
 from mlm_data.text.tokenizer import dataset_tokenizer_text
-from trainer import checkpoint, distributed, warm_start
+from trainer import checkpoint, distributed, tensorboard_log, warm_start
 from trainer.config import (
     PretrainConfig,
     TrainConfig,
@@ -232,7 +232,9 @@ def _run(cfg: PretrainConfig, ctx: distributed.Context, *, command: str, resume:
             storage.remove(url)
         storage.write_bytes(storage.join(run, CONFIG_NAME), _to_yaml(to_dict(cfg)))
         storage.write_bytes(storage.join(run, TOKENIZER_NAME), tokenizer.encode("utf-8"))
-    metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main)
+    metrics = MetricsLog(run, resume_step=step if saved is not None else None, enabled=ctx.is_main,
+                         tensorboard=tensorboard_log.wanted(t.tensorboard))
+    cleanup.callback(metrics.close)
     dataset = {"task": task, "labels": manifest.labels, "tokenizer": dict(manifest.tokenizer)}
     precision = Precision(model, t.precision, ctx.device)
     net = compile_network(precision.compute, t)
