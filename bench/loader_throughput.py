@@ -2,12 +2,13 @@
 
 Run:  .venv/bin/python bench/loader_throughput.py [--corpus PATH] [--batch-sizes 32 128]
                                                    [--repeats 7] [--sequences 1024] [--work DIR]
+                                                   [--tokenizer PATH] [--clock cpu|wall]
 
 It builds two full-sentence MLM datasets (``mlm_fullsent``: every row is full, 128 and 512
 tokens) with the preprocessing pipeline, from the bundled demo corpus unless ``--corpus`` names
-another (e.g. /work/shared/corpora/pydoc/python-3.11-docs.txt), with the shared
-bert-base-uncased tokenizer when it is there. Then, per length and batch size, in one process
-and interleaved repeat by repeat so that machine noise hits both alike, it times:
+another (e.g. ../shared/corpora/pydoc/python-3.11-docs.txt), with the shared bert-base-uncased
+tokenizer when it is there (``--tokenizer`` names another). Then, per length and batch size, in
+one process and interleaved repeat by repeat so that machine noise hits both alike, it times:
 
   ours   ``ShardLoader`` (no workers): plan lookup, reading the rows from the memory-mapped
          shards, dynamic 80/10/10 masking (``mlm_data.masking``), padding to a multiple of 8,
@@ -17,10 +18,12 @@ and interleaved repeat by repeat so that machine noise hits both alike, it times
          ``input_ids`` of the same rows, already read and converted to Python lists (its
          reading is not timed; ours is).
 
-Both run single-threaded (``torch.set_num_threads(1)``, as in a DataLoader worker). It prints
-the median sequences/s over the repeats and the ratio, plus where our time goes: the share
-spent in ``mask_tokens`` (the core masking, timed on the same rows, one call per pass as the
-loader makes it), and how many rows the loader collates per pass (``fuse_batches`` x batch).
+Both run single-threaded (``torch.set_num_threads(1)``, as in a DataLoader worker) and are
+timed by the process's CPU time (``--clock cpu``, the default): on a shared machine wall-clock
+time also charges whatever other processes ran meanwhile to whichever side was running. It
+prints the median sequences/s over the repeats and the ratio, plus where our time goes: the
+share spent in ``mask_tokens`` (the core masking, timed on the same rows, one call per pass as
+the loader makes it), and how many rows the loader collates per pass (``fuse_batches`` x batch).
 """
 
 from __future__ import annotations
@@ -48,10 +51,13 @@ from trainer.loading.loader import DataSource, ShardLoader  # noqa: E402
 from trainer.loading.options import LoaderOptions  # noqa: E402
 
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
-BERT = REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json"
+#: The shared BERT vocabulary, beside the checkout (or beside the folder of git worktrees).
+BERT = next((p for p in (REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json",
+                         REPO.parent.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json")
+             if p.exists()), None)
 
 
-def build_dataset(work: Path, corpus: Path, length: int) -> Path:
+def build_dataset(work: Path, corpus: Path, length: int, tokenizer: Path | None) -> Path:
     """A ``mlm_fullsent`` dataset of ``length``-token rows (reused when already built)."""
     from pipelines.preprocess import run
 
@@ -63,8 +69,8 @@ def build_dataset(work: Path, corpus: Path, length: int) -> Path:
         "output.validation_fraction": 0.0, "output.overwrite": True,
         "instances.task": "mlm_fullsent", "instances.max_seq_length": length,
     }
-    if BERT.exists():
-        extra["tokenizer.path"] = str(BERT)
+    if tokenizer is not None:
+        extra["tokenizer.path"] = str(tokenizer)
     run(load(PreprocessConfig, str(REPO / "configs" / "pretrain" / "demo.yaml"), settings=extra), echo=lambda _m: None)
     return out
 
@@ -144,19 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=1024, help="sequences per timed repeat")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--work", type=Path, default=None, help="keep datasets here between runs")
+    parser.add_argument("--tokenizer", type=Path, default=BERT, help="tokenizer.json (default: the shared BERT "
+                        "uncased one when it is there, else the demo config trains one)")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="time by process CPU or wall clock")
     args = parser.parse_args(argv)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="loader-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        print(f"corpus {args.corpus.name}, tokenizer {'bert-base-uncased' if BERT.exists() else 'trained 8k'}, "
-              f"{args.repeats} repeats of {args.sequences} sequences, median; one process, one thread")
+        print(f"corpus {args.corpus.name}, tokenizer {args.tokenizer.name if args.tokenizer else 'trained 8k'}, "
+              f"{args.repeats} repeats of {args.sequences} sequences, median {args.clock} time; one process, one thread")
         print(f"{'length':>6} {'batch':>5} {'ours seq/s':>11} {'HF seq/s':>9} {'ratio':>6} {'mask_tokens':>12} "
               f"{'rows/pass':>9}")
         for length in args.lengths:
-            root = build_dataset(work, args.corpus, length)
+            root = build_dataset(work, args.corpus, length, args.tokenizer)
             for batch_size in args.batch_sizes:
-                r = measure(root, batch_size, sequences=args.sequences, repeats=args.repeats, work=work)
+                r = measure(root, batch_size, sequences=args.sequences, repeats=args.repeats, work=work, clock=clock)
                 print(f"{length:>6} {batch_size:>5} {r['ours']:>11,.0f} {r['hf']:>9,.0f} {r['ratio']:>5.1f}x "
                       f"{r['mask_share']:>11.0%} {r['rows_per_pass']:>9}", flush=True)
     return 0

@@ -29,6 +29,7 @@ from mlm_data.dataset.schema import IGNORE_INDEX
 _CHOOSE = 1 << 8
 _ACTION = 2 << 8
 _REPLACEMENT = 3 << 8
+_STREAMS = np.array([_ACTION, _REPLACEMENT], dtype=np.uint64)
 _UNIT_SCORE = 4 << 8
 _SPAN_LENGTH = 5 << 8
 _ROUNDING = 6 << 8
@@ -360,13 +361,13 @@ def _corrupt(
     r = flat // width
     position = (flat - r * width).astype(np.uint64)
     # random_bits(key, stream, position): the (key, stream) part per row, the position per token.
-    action = seeding.to_unit(seeding.fold(seeding.random_bits(keys, _ACTION)[r], position, slot=1))
+    per_row = seeding.random_bits(keys[:, None], _STREAMS)  # (B, 2): action, replacement
+    action = seeding.to_unit(seeding.fold(per_row[r, 0], position, slot=1))
     to_mask = action < config.mask_token_fraction
     to_random = ~to_mask & (action < config.mask_token_fraction + config.random_token_fraction)
     flat_out = out.reshape(-1)
     if to_random.any():
-        rows = seeding.random_bits(keys, _REPLACEMENT)[r[to_random]]
-        u = seeding.to_unit(seeding.fold(rows, position[to_random], slot=1))
+        u = seeding.to_unit(seeding.fold(per_row[r[to_random], 1], position[to_random], slot=1))
         pick = np.minimum((u * random_ids.size).astype(np.int64), random_ids.size - 1)
         flat_out[flat[to_random]] = random_ids[pick]
     flat_out[flat[to_mask]] = mask_token_id

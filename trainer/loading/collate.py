@@ -23,7 +23,7 @@ import numpy as np
 from mlm_data.config.preprocess import MaskingConfig
 from mlm_data.dataset.schema import IGNORE_INDEX, MLM_TASKS
 from mlm_data.masking import mask_tokens
-from mlm_data.seeding import keys_for
+from mlm_data.seeding import derive_key, random_bits
 from mlm_data.text.tokenizer import SpecialTokens, TokenizerInfo, vocab_tokens_for_random
 from trainer.loading.shard_reader import ShardRows
 
@@ -73,6 +73,8 @@ class Collator:
         specials = np.array(sorted({int(v) for v in special_tokens.values() if v is not None}), dtype=np.int64)
         self.is_special = np.zeros(max(vocab_size, int(specials.max(initial=-1)) + 1), dtype=bool)
         self.is_special[specials] = True
+        self.not_special = ~self.is_special
+        self._epoch_keys: dict[int, int] = {}
         if self.masking is not None:
             if special_tokens.get("mask") is None:
                 raise ValueError(f"task {task!r} with dynamic masking needs a mask token in the vocabulary")
@@ -98,20 +100,22 @@ class Collator:
         lengths, widths = self._lengths_and_widths(lengths.reshape(-1, size), sample_mask.reshape(-1, size))
         width = int(widths.max())
         valid = np.arange(width)[None, :] < lengths[:, None]  # (B, T)
-        ids = _gather(parts, "input_ids", valid, np.int64, self.pad_id)  # (B, T)
+        # Where the fill goes; None when every row is full (packed datasets), which skips it.
+        padding = None if lengths.min(initial=width) >= width else ~valid
+        ids = _gather(parts, "input_ids", valid, padding, np.int64, self.pad_id)  # (B, T)
         batch = {"input_ids": ids, "attention_mask": valid.astype(np.int64)}
         padding_rows = ~sample_mask
 
         if self.task in MLM_TASKS:
-            batch["input_ids"], batch["labels"] = self._mlm_labels(parts, ids, valid, row_ids, mask_epochs)
+            batch["input_ids"], batch["labels"] = self._mlm_labels(parts, ids, valid, padding, row_ids, mask_epochs)
         elif self.task == "causal_lm":
             batch["labels"] = np.where(valid, ids, IGNORE_INDEX)
             batch["document_ids"] = _document_ids(parts, valid)
         elif self.task == "token_classification":
-            batch["labels"] = _gather(parts, "labels", valid, np.int64, IGNORE_INDEX)
+            batch["labels"] = _gather(parts, "labels", valid, padding, np.int64, IGNORE_INDEX)
             # What an evaluator needs to score whole sentences and words (trainer.evaluation.classifier);
             # example ids are uint64 hashes, carried bit for bit in int64.
-            batch["word_start"] = _gather(parts, "word_start", valid, bool, False)
+            batch["word_start"] = _gather(parts, "word_start", valid, padding, bool, False)
             batch["example_id"] = _scalar(parts, "example_id", n)
             batch["window_index"] = _scalar(parts, "window_index", n)
         elif self.task == "sequence_classification":
@@ -132,6 +136,15 @@ class Collator:
         return [{k: np.ascontiguousarray(v[j * size:(j + 1) * size, :w] if v.ndim == 2 else v[j * size:(j + 1) * size])
                  for k, v in batch.items()} for j, w in enumerate(widths.tolist())]
 
+    def _mask_keys(self, epoch: int, row_ids: np.ndarray) -> np.ndarray:
+        """``keys_for(seed, "mask", epoch, index=row_ids)``, hashing the epoch's prefix once."""
+        base = self._epoch_keys.get(epoch)
+        if base is None:
+            if len(self._epoch_keys) > 64:
+                self._epoch_keys.clear()
+            base = self._epoch_keys[epoch] = derive_key(self.seed, "mask", epoch)
+        return random_bits(base, row_ids.astype(np.uint64, copy=False))
+
     def _lengths_and_widths(self, lengths: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row lengths (padding rows cut to their batch's longest real row: they only keep every
         rank stepping and must never widen a batch) and each batch's padded width."""
@@ -145,8 +158,8 @@ class Collator:
             widths = np.clip(rounded, self.multiple, self.max_width)
         return lengths.reshape(-1), widths
 
-    def _mlm_labels(self, parts: Sequence[Part], ids: np.ndarray, valid: np.ndarray, row_ids: np.ndarray,
-                    mask_epochs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _mlm_labels(self, parts: Sequence[Part], ids: np.ndarray, valid: np.ndarray, padding: np.ndarray | None,
+                    row_ids: np.ndarray, mask_epochs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.static_masking:
             labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
             rows, positions = _flat(parts, "masked_positions")
@@ -156,27 +169,30 @@ class Collator:
             return ids, labels
         if self.masking is None:
             return ids, np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
-        maskable = valid & ~self.is_special[ids]
+        maskable = self.not_special[ids]  # (B, T)
+        maskable &= valid
         word_start = None
         if self.masking.whole_word or self.masking.span:
-            word_start = _gather(parts, "word_start", valid, bool, False)
+            word_start = _gather(parts, "word_start", valid, padding, bool, False)
         if mask_epochs.min() == mask_epochs.max():
-            keys = keys_for(self.seed, "mask", int(mask_epochs[0]), index=row_ids)
+            keys = self._mask_keys(int(mask_epochs[0]), row_ids)
         else:  # a mixture: each source is in its own epoch
             keys = np.empty(len(row_ids), dtype=np.uint64)
             for epoch in np.unique(mask_epochs).tolist():
                 sel = mask_epochs == epoch
-                keys[sel] = keys_for(self.seed, "mask", int(epoch), index=row_ids[sel])
+                keys[sel] = self._mask_keys(int(epoch), row_ids[sel])
         return mask_tokens(ids, maskable=maskable, word_start=word_start, keys=keys, config=self.masking,
                            mask_token_id=self.mask_id, random_token_ids=self.random_ids)
 
 
-def _gather(parts: Sequence[Part], column: str, valid: np.ndarray, dtype: type, fill: object) -> np.ndarray:
-    """A per-token column as ``(B, T)``, ``fill`` past each row's length."""
+def _gather(parts: Sequence[Part], column: str, valid: np.ndarray, padding: np.ndarray | None, dtype: type,
+            fill: object) -> np.ndarray:
+    """A per-token column shaped like ``valid``, ``(B, T)``, ``fill`` where ``padding`` (None: nowhere)."""
     out = np.empty(valid.shape, dtype=dtype)
     for p in parts:
         p.shard.columns[column].scatter(p.rows, out, p.batch_index)
-    np.copyto(out, fill, where=~valid)
+    if padding is not None:
+        np.copyto(out, fill, where=padding)
     return out
 
 

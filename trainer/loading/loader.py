@@ -120,7 +120,8 @@ class ShardLoader:
         self._spec = LoaderSpec(
             sources=resolved, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size, shuffle=shuffle,
             max_seq_length=self.max_seq_length,
-            options=replace(options, cache_dir=cache_dir, fuse_batches=options.fused_batches(batch_size)))
+            options=replace(options, cache_dir=cache_dir,
+                            fuse_batches=options.fused_batches(batch_size, self.max_seq_length)))
         self.rows_per_epoch = sum(s.num_rows for s in resolved)
         self.steps_per_epoch = math.ceil(self.rows_per_epoch / self._spec.global_batch)
         self._mixed = len(resolved) > 1

@@ -70,7 +70,7 @@ class LoaderSpec:
 
     @property
     def fuse(self) -> int:
-        return self.options.fused_batches(self.batch_size)
+        return self.options.fused_batches(self.batch_size, self.max_seq_length)
 
 
 def fingerprint(manifest: Manifest, split: str, shards: Sequence[ShardEntry]) -> str:
