@@ -92,7 +92,7 @@ def test_more_labels_than_the_capacity_grow_it_instead_of_dropping_any():
     labels = torch.full((2, 16), -100)
     labels[:, 1:15] = 7  # 28 labels; token-level masking at 0.15 would label at most 2 x 3
     prepare = StepInputs(CPU, masking=MaskingConfig())
-    positions, targets = prepare._predictions(labels.reshape(-1), 2, 16)
+    positions, targets = prepare._predictions(labels.reshape(-1).numpy(), 2, 16)
     assert prediction_capacity(2, 16, MaskingConfig()) == 8
     assert positions.shape == (64,) and int((targets == 7).sum()) == 28 and int((targets == -100).sum()) == 36
 
