@@ -24,8 +24,12 @@ rows are ordered by importance and printed as they finish, and rows that would s
 ``--budget-s`` are listed as skipped): bert-base at seq 128 batch 256 and 512 and seq 512
 batch 64, eager and compiled, bf16 autocast against bf16-master with static shapes and CUDA
 graphs, ours against transformers, synthetic batches against real ones through the loader
-(4 workers) from two datasets it builds from the bundled demo corpus: one without padding
-(``mlm_fullsent``) and one with (``mlm_nsp``), trained padded and unpadded.
+(4 workers) from two datasets it builds from the bundled demo corpus with the pipeline (or
+takes from ``--full-data``/``--padded-data``, e.g. built on another machine where Beam is
+missing): ``mlm_fullsent`` rows and ``mlm_nsp`` rows, ~10 % of whose tokens are padding
+(trained padded and unpadded). Tokens/s counts real tokens, so padding lowers it: compare real
+and synthetic batches by ``step_ms`` at the same shape (with ``static_shapes`` the shapes are
+identical).
 
 Model FLOPs per trained token (forward + backward = 3 x forward, 2 FLOPs per multiply-add)::
 
@@ -192,7 +196,8 @@ class _Counted:
 
 
 def measure(cfg: PretrainConfig, case: Case, *, steps: int, warmup: int, device: torch.device,
-            vocab_size: int, peak_override: float | None, profile_steps_n: int = 3) -> dict:
+            vocab_size: int, peak_override: float | None, profile_steps_n: int = 3,
+            clock=time.perf_counter) -> dict:
     """Time ``steps`` steps of ``case`` after ``warmup`` untimed ones; a row of the table."""
     train = replace(cfg.train, batch_size=case.batch, precision=case.precision, compile=case.compile,
                     compile_mode=case.compile_mode, static_shapes=case.static_shapes, sync_free=case.sync_free,
@@ -235,10 +240,10 @@ def measure(cfg: PretrainConfig, case: Case, *, steps: int, warmup: int, device:
             step()
         sync(device)
         slots_before = batches.slots
-        start = time.perf_counter()
+        start = clock()
         tokens = sum(step() for _ in range(steps))
         sync(device)
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
         slots = batches.slots - slots_before
         report = format_profile(profile_steps(step, steps=profile_steps_n, device=device)) if case.profile else None
     finally:
@@ -270,30 +275,37 @@ def format_row(r: dict) -> str:
             f"{r['tokens_per_s']:>11,.0f} {r['tflops']:>8.2f} {mfu:>6}")
 
 
-def suite_cases(shapes: list[tuple[int, int]], *, full: str, padded: str, compiled: bool,
+def suite_cases(shapes: list[tuple[int, int]], *, full: str | None, padded: str | None, compiled: bool,
                 workers: int) -> list[Case]:
-    """The issue-13 table, most important rows first (see the module docstring)."""
+    """The issue-13 table, cheap rows first, then compiled ones by importance (see the module
+    docstring); real-data rows only for the datasets there are."""
     (s, b), (s_big, b_big), (s_long, b_long) = shapes
     best = {"precision": "bf16-master", "static_shapes": True}
+    graphs = {"compile": True, "compile_mode": "reduce-overhead", **best}
     rows = [
         Case(s, b, precision="bf16"), Case(s, b, model="hf", precision="bf16"),
         Case(s, b, precision="bf16-master", sync_free=True),
-        Case(s, b, data=full, precision="bf16", num_workers=workers),
-        Case(s, b, data=padded, precision="bf16", num_workers=workers),
-        Case(s, b, data=padded, precision="bf16", num_workers=workers, unpad=True),
+        Case(s_big, b_big, precision="bf16"), Case(s_long, b_long, precision="bf16"),
+        Case(s_long, b_long, model="hf", precision="bf16"),
     ]
+    if full:
+        rows.append(Case(s, b, data=full, precision="bf16", num_workers=workers))
+    if padded:
+        rows += [Case(s, b, data=padded, precision="bf16", num_workers=workers),
+                 Case(s, b, data=padded, precision="bf16", num_workers=workers, unpad=True)]
     if compiled:
         rows += [
             Case(s, b, precision="bf16", compile=True, profile=True),
             Case(s, b, model="hf", precision="bf16", compile=True),
             Case(s, b, compile=True, **best),
-            Case(s, b, compile=True, compile_mode="reduce-overhead", profile=True, **best),
-            Case(s_big, b_big, compile=True, compile_mode="reduce-overhead", **best),
-            Case(s, b, data=full, num_workers=workers, compile=True, compile_mode="reduce-overhead", **best),
+            Case(s, b, profile=True, **graphs),
+            Case(s_big, b_big, **graphs),
+            *([Case(s, b, data=full, num_workers=workers, **graphs)] if full else []),
             Case(s_long, b_long, precision="bf16", compile=True),
             Case(s_long, b_long, model="hf", precision="bf16", compile=True),
-            Case(s_long, b_long, compile=True, compile_mode="reduce-overhead", **best),
-            Case(s, b, data=padded, num_workers=workers, compile=True, precision="bf16-master", unpad=True),
+            Case(s_long, b_long, **graphs),
+            *([Case(s, b, data=padded, num_workers=workers, compile=True, precision="bf16-master", unpad=True)]
+              if padded else []),
         ]
     return rows
 
@@ -351,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-hf", action="store_true", help="add transformers' BertForPreTraining on the same batches")
     p.add_argument("--profile", action="store_true", help="profile each row: host/device split, top kernels")
     p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="time steps by the wall clock, or by this process's CPU time (steadier for CPU-only "
+                        "comparisons on a shared machine; meaningless on a GPU)")
     p.add_argument("--suite", action="store_true", help="the issue-13 GPU table in one run (see above)")
     p.add_argument("--shapes", nargs=3, metavar="SEQxBATCH", help="the suite's three shapes (default "
                    "128x256 128x512 512x64; small ones make a CPU smoke test)")
@@ -369,13 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch_size or (cfg.train.batch_size if device.type == "cuda" else 8)
     workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
     started = time.perf_counter()
+    notes: list[str] = []
 
     if args.suite:
         shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes] if args.shapes else list(SUITE_SHAPES)
         seq = shapes[0][0]
-        full = args.full_data or build_dataset(args.work, "mlm_fullsent", seq)
-        padded = args.padded_data or build_dataset(args.work, "mlm_nsp", seq)
-        cases = suite_cases(shapes, full=full, padded=padded, compiled=not args.eager_only, workers=workers)
+        datasets = {}
+        for name, given, task in (("full", args.full_data, "mlm_fullsent"), ("padded", args.padded_data, "mlm_nsp")):
+            try:
+                datasets[name] = given or build_dataset(args.work, task, seq)
+            except Exception as e:  # no Beam on this machine: pass datasets built elsewhere
+                notes.append(f"no {task} dataset ({type(e).__name__}: {e}); pass --{name}-data to add its rows")
+        cases = suite_cases(shapes, full=datasets.get("full"), padded=datasets.get("padded"),
+                            compiled=not args.eager_only, workers=workers)
         cases = [c._replace(profile=c.profile and args.profile) for c in cases]
     else:
         options = dict(precision=args.precision or cfg.train.precision, compile=compile_,
@@ -390,10 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append(ours._replace(model="hf", static_shapes=False, sync_free=False, unpad=False))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{args.config} on {name}, torch {torch.__version__}, {args.steps} timed steps after the warm-up; "
-          "tokens/s counts real (non-padding) tokens", flush=True)
+    print(f"{args.config} on {name}, torch {torch.__version__}, {args.steps} timed steps after the warm-up, "
+          f"{args.clock} time; tokens/s counts real (non-padding) tokens", flush=True)
     print(HEADER, flush=True)
-    rows, notes = [], []
+    rows = []
     for case in cases:
         if args.suite and time.perf_counter() - started > args.budget_s:
             notes.append(f"skipped (over --budget-s): {case}")
@@ -401,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup = args.warmup if args.warmup is not None else (5 if case.compile else 2)
         try:
             row = measure(cfg, case, steps=args.steps, warmup=warmup, device=device, vocab_size=args.vocab_size,
-                          peak_override=args.peak_tflops, profile_steps_n=args.profile_steps)
+                          peak_override=args.peak_tflops, profile_steps_n=args.profile_steps,
+                          clock=time.process_time if args.clock == "cpu" else time.perf_counter)
         except Exception as e:  # one failing row (a missing package, an unsupported mode) keeps the rest
             if not args.suite:
                 raise

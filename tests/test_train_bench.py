@@ -61,15 +61,17 @@ def test_compare_hf_and_profile_on_the_same_batches(bench, capsys):
 
 
 def test_the_gpu_suite_runs_end_to_end_with_tiny_shapes(bench, capsys, fullsent, nsp):
-    assert bench.main([*TINY, "--suite", "--eager-only", "--shapes", "64x8", "64x16", "64x4", "--steps", "1",
+    assert bench.main([*TINY, "--suite", "--eager-only", "--shapes", "64x8", "64x16", "32x4", "--steps", "1",
                        "--num-workers", "1", "--full-data", str(fullsent), "--padded-data", str(nsp)]) == 0
     out = capsys.readouterr().out
     rows = table(out)
-    assert [(r["model"], r["data"], r["precision"], r["options"]) for r in rows] == [
-        ("ours", "synthetic", "bf16", "-"), ("hf", "synthetic", "bf16", "-"),
-        ("ours", "synthetic", "bf16-master", "sync_free"), ("ours", "fullsent", "bf16", "workers=1"),
-        ("ours", "nsp", "bf16", "workers=1"), ("ours", "nsp", "bf16", "unpad,workers=1")]
-    assert rows[4]["pad%"] == rows[5]["pad%"]  # the same batches, padded and unpadded
+    assert [(r["model"], r["data"], r["seq"], r["batch"], r["precision"], r["options"]) for r in rows] == [
+        ("ours", "synthetic", "64", "8", "bf16", "-"), ("hf", "synthetic", "64", "8", "bf16", "-"),
+        ("ours", "synthetic", "64", "8", "bf16-master", "sync_free"), ("ours", "synthetic", "64", "16", "bf16", "-"),
+        ("ours", "synthetic", "32", "4", "bf16", "-"), ("hf", "synthetic", "32", "4", "bf16", "-"),
+        ("ours", "fullsent", "64", "8", "bf16", "workers=1"), ("ours", "nsp", "64", "8", "bf16", "workers=1"),
+        ("ours", "nsp", "64", "8", "bf16", "unpad,workers=1")]
+    assert rows[7]["pad%"] == rows[8]["pad%"]  # the same batches, padded and unpadded
     assert "failed" not in out and "x transformers" in out
 
 
