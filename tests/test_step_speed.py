@@ -17,6 +17,7 @@ from mlm_data.errors import ConfigError
 from trainer import checkpoint, cli
 from trainer.config import ModelConfig, PretrainConfig, TrainConfig, resolve_for_dataset
 from trainer.loading.loader import DataSource, ShardLoader
+from trainer.loading.options import LoaderOptions
 from trainer.models.encoder import BertForPreTraining
 from trainer.optim import build_optimizer
 from trainer.precision import Precision
@@ -31,8 +32,8 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
 
 
-def loader_batches(root, n: int, **kwargs) -> list[dict[str, torch.Tensor]]:
-    loader = ShardLoader([DataSource(str(root))], batch_size=8, seed=0, **kwargs)
+def loader_batches(root, n: int, **options) -> list[dict[str, torch.Tensor]]:
+    loader = ShardLoader([DataSource(str(root))], batch_size=8, seed=0, options=LoaderOptions(**options))
     try:
         return list(itertools.islice(iter(loader), n))
     finally:
