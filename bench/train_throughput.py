@@ -21,13 +21,17 @@ row and prints the host/device time split and the costliest kernels (``trainer.p
 
 ``--suite`` is the issue-13 table in one call, for a GPU session (about 8 minutes on an H200;
 rows are ordered by importance and printed as they finish, and rows that would start after
-``--budget-s`` are listed as skipped): bert-base at seq 128 batch 256 and 512 and seq 512
-batch 64, eager and compiled, bf16 autocast against bf16-master with static shapes and CUDA
-graphs, ours against transformers, synthetic batches against real ones through the loader
-(4 workers) from two datasets it builds from the bundled demo corpus with the pipeline (or
-takes from ``--full-data``/``--padded-data``, e.g. built on another machine where Beam is
-missing): ``mlm_fullsent`` rows and ``mlm_nsp`` rows, ~10 % of whose tokens are padding
-(trained padded and unpadded). Tokens/s counts real tokens, so padding lowers it: compare real
+``--budget-s`` are listed as skipped)::
+
+    python bench/train_throughput.py --suite --build-only   # where Beam is: datasets into bench-output/
+    python bench/train_throughput.py --suite                # on the GPU machine (bench-output/ carried)
+
+It measures bert-base at seq 128 batch 256 and 512 and seq 512 batch 64, eager and compiled,
+bf16 autocast against bf16-master with static shapes and CUDA graphs, ours against
+transformers, synthetic batches against real ones through the loader (4 workers) from two
+datasets built from the bundled demo corpus with the pipeline (or taken from ``--full-data``
+and ``--padded-data``): ``mlm_fullsent`` rows (13 % padding) and ``mlm_nsp`` rows (10 %),
+the latter trained padded and unpadded. Tokens/s counts real tokens, so padding lowers it: compare real
 and synthetic batches by ``step_ms`` at the same shape (with ``static_shapes`` the shapes are
 identical).
 
@@ -372,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager-only", action="store_true", help="suite: leave out the compiled rows")
     p.add_argument("--full-data", help="suite: a dataset without padding (default: built from the demo corpus)")
     p.add_argument("--padded-data", help="suite: a dataset with padding (default: built from the demo corpus)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/mlm-train-bench"), help="suite: where datasets are built")
+    p.add_argument("--work", type=Path, default=REPO / "bench-output" / "train-suite",
+                   help="suite: where its datasets are built, or found when built before")
+    p.add_argument("--build-only", action="store_true",
+                   help="suite: build its datasets and stop (to carry them to a machine without Beam)")
     p.add_argument("--budget-s", type=float, default=400.0, help="suite: start no row after this many seconds")
     args = p.parse_args(argv)
 
@@ -395,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                 datasets[name] = given or build_dataset(args.work, task, seq)
             except Exception as e:  # no Beam on this machine: pass datasets built elsewhere
                 notes.append(f"no {task} dataset ({type(e).__name__}: {e}); pass --{name}-data to add its rows")
+        if args.build_only:
+            print("\n".join([*notes, *(f"{name}: {path}" for name, path in datasets.items())]))
+            return 0 if len(datasets) == 2 else 1
         cases = suite_cases(shapes, full=datasets.get("full"), padded=datasets.get("padded"),
                             compiled=not args.eager_only, workers=workers)
         cases = [c._replace(profile=c.profile and args.profile) for c in cases]

@@ -73,6 +73,8 @@ def test_the_gpu_suite_runs_end_to_end_with_tiny_shapes(bench, capsys, fullsent,
         ("ours", "nsp", "64", "8", "bf16", "unpad,workers=1")]
     assert rows[7]["pad%"] == rows[8]["pad%"]  # the same batches, padded and unpadded
     assert "failed" not in out and "x transformers" in out
+    assert bench.main(["--suite", "--build-only", "--full-data", str(fullsent), "--padded-data", str(nsp)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"full: {fullsent}", f"padded: {nsp}"]
 
 
 def test_flops_per_token_by_hand(bench):

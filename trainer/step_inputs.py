@@ -54,10 +54,13 @@ def prediction_capacity(rows: int, width: int, masking: MaskingConfig) -> int:
 class StepInputs:
     """Turns a loader batch into ``(model inputs on the device, real tokens in it)``."""
 
-    def __init__(self, device: torch.device, *, masking: MaskingConfig, sync_free: bool = False,
+    def __init__(self, device: torch.device, *, masking: MaskingConfig | None, sync_free: bool = False,
                  unpad: bool = False) -> None:
+        """``masking`` sizes the prediction capacity: the loader's dynamic masking. Without it
+        (rows read as stored, statically masked datasets) the default rate does; a batch with
+        more labels only grows the capacity."""
         self.device = device
-        self.masking = masking
+        self.masking = masking or MaskingConfig()
         self.sync_free = sync_free or unpad
         self.unpad = unpad
         # Copies from page-locked memory run asynchronously; tensors made here are pinned first.
