@@ -316,7 +316,7 @@ def suite_cases(shapes: list[tuple[int, int]], *, full: str | None, padded: str 
 
 def build_dataset(work: Path, task: str, length: int) -> str:
     """A ``task`` dataset of ``length``-token rows from the demo corpus (reused when built)."""
-    from mlm_data.config.preprocess import load_preprocess_config
+    from mlm_data.config.preprocess import PreprocessConfig
     from pipelines.preprocess import run
 
     out = work / f"{task}-{length}"
@@ -324,7 +324,7 @@ def build_dataset(work: Path, task: str, length: int) -> str:
         extra = {"input.paths": [str(DEMO)], "output.path": str(out), "output.num_buckets": 4,
                  "output.validation_fraction": 0.0, "output.overwrite": True, "tokenizer.path": str(TOKENIZER),
                  "instances.task": task, "instances.max_seq_length": length}
-        run(load_preprocess_config(str(REPO / "configs" / "pretrain" / "demo.yaml"), extra=extra),
+        run(load(PreprocessConfig, str(REPO / "configs" / "pretrain" / "demo.yaml"), settings=extra),
             echo=lambda _m: None)
     return str(out)
 
