@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 # Reading
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
+#: Valid JSON nested deeper than Python's parser recurses (e.g. 100,000 opening brackets).
+JSON_TOO_DEEP = "json_too_deep"
 MISSING_TEXT = "missing_text"
 EMPTY = "empty"
 # Cleaning and filtering
@@ -40,7 +42,7 @@ UNKNOWN_LABEL = "unknown_label"
 INVALID_RECORD = "invalid_record"
 
 DROP_REASONS = (
-    INVALID_UTF8, INVALID_JSON, MISSING_TEXT, EMPTY, DOCUMENT_TOO_SHORT, DOCUMENT_TOO_LONG,
+    INVALID_UTF8, INVALID_JSON, JSON_TOO_DEEP, MISSING_TEXT, EMPTY, DOCUMENT_TOO_SHORT, DOCUMENT_TOO_LONG,
     DUPLICATE, NEAR_DUPLICATE, *FILTER_REASONS, NO_TOKENS, NO_INSTANCES, LABEL_MISMATCH, UNKNOWN_LABEL,
     INVALID_RECORD,
 )
@@ -49,6 +51,8 @@ DROP_REASONS = (
 FILE_EMPTY = "empty_file"
 FILE_BINARY = "binary_file"
 FILE_CORRUPT = "corrupt_file"
+#: A Parquet schema or CSV/TSV header without a configured column, or with it of the wrong type.
+FILE_COLUMNS = "column_mismatch"
 
 
 @dataclass

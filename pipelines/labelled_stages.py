@@ -16,7 +16,7 @@ from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.dataset.schema import schema_for
 from mlm_data.instances.labelled_rows import encode_tagged, encode_texts, order_labels
-from mlm_data.reading.record_reader import TaggedSentence
+from mlm_data.reading.labelled_reader import TaggedSentence
 from mlm_data.stages.prepare_labelled import build_labelled_rows, clean_records, route_rows
 from mlm_data.text.tokenizer import TextEncoder, TokenizerInfo, load_tokenizer
 from pipelines.counters import report

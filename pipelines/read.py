@@ -18,7 +18,7 @@ from mlm_data.reading.document_reader import (
     InputFile,
     read_documents,
 )
-from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
+from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence, read_labelled
 from pipelines.counters import report
 
 #: Documents are handed on in batches of about this much text: big enough that per-element

@@ -28,7 +28,7 @@ from mlm_data.instances.labelled_rows import (
     text_table,
 )
 from mlm_data.reading.input_files import list_input_files
-from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
+from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence, read_labelled
 from mlm_data.text.tokenizer import TextEncoder, parse_tokenizer
 
 from conftest import TOKENIZER

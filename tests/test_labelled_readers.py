@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import pickle
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from mlm_data import accounting
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.reading import document_reader
+from mlm_data.reading import table_records
 from mlm_data.reading.byte_streams import (
     LONG,
     UNTERMINATED,
@@ -33,7 +34,7 @@ from mlm_data.reading.byte_streams import (
 )
 from mlm_data.reading.document_reader import Dropped, FileProblem, InputFile
 from mlm_data.reading.input_files import detect_format, list_input_files
-from mlm_data.reading.record_reader import LabelledText, TaggedSentence, read_labelled
+from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence, read_labelled
 
 TOKENS = "token_classification"
 TEXTS = "sequence_classification"
@@ -223,6 +224,14 @@ def test_jsonl_pairs(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("task", [TOKENS, TEXTS])
+def test_jsonl_nested_too_deep_for_the_parser(tmp_path, task):
+    deep = "[" * 100_000 + "]" * 100_000  # valid JSON that Python's parser cannot recurse into
+    (tmp_path / "d.jsonl").write_text('{"x": ' + deep + "}\n" + deep + "\n{broken\n")
+    assert outcomes(read(tmp_path / "d.jsonl", task, max_document_chars=100_000), "d.jsonl") == [
+        accounting.JSON_TOO_DEEP, accounting.JSON_TOO_DEEP, accounting.INVALID_JSON]
+
+
 def test_jsonl_line_over_the_bound(tmp_path):
     (tmp_path / "l.jsonl").write_text(
         json.dumps({"text": "a", "label": 1}) + "\n" + json.dumps({"text": "y" * 500, "label": 1}) + "\n"
@@ -263,12 +272,14 @@ def test_csv_pairs_by_name_and_position(tmp_path):
                     "p.csv") == expected
 
 
-@pytest.mark.parametrize("policy", ["fail", "skip"])
-def test_csv_header_without_the_column_is_a_configuration_error(tmp_path, policy):
+def test_csv_header_without_the_column_is_a_bad_file(tmp_path):
     (tmp_path / "h.csv").write_text("sentence,label\nx,1\n")
-    with pytest.raises(InputError, match=r"h\.csv: column 'text' \(input\.text_field\) is not in the header "
-                                         r"\('sentence', 'label'\); set input\.text_field"):
-        read(tmp_path / "h.csv", TEXTS, on_bad_file=policy)
+    with pytest.raises(InputError, match=r"h\.csv: no column 'text' \(input\.text_field\); the columns are "
+                                         r"'sentence', 'label'; set input\.text_field to one of them, or set "
+                                         r"input\.on_bad_file=skip"):
+        read(tmp_path / "h.csv", TEXTS)
+    assert problems(read(tmp_path / "h.csv", TEXTS, on_bad_file="skip")) == [
+        (accounting.FILE_COLUMNS, "no column 'text' (input.text_field); the columns are 'sentence', 'label'")]
 
 
 def test_headerless_tsv_by_position_keeps_quotes(tmp_path):
@@ -306,6 +317,12 @@ def test_csv_record_over_the_bound_is_followed_to_its_end(tmp_path):
         ("first", None, "a"), accounting.DOCUMENT_TOO_LONG, accounting.DOCUMENT_TOO_LONG, ("last", None, "d"),
     ]
     assert len(outcomes(read(tmp_path / "b.csv", TEXTS, max_document_chars=1000), "b.csv")) == 4
+
+
+def test_csv_lone_carriage_returns_are_ordinary_characters(tmp_path):
+    # Only "\n" ends a line here; Python's csv would call a lone "\r" a line break.
+    (tmp_path / "r.csv").write_bytes(b'text,label\nbefore\rafter,1\n"quoted\ralso",2\n')
+    assert outcomes(read(tmp_path / "r.csv", TEXTS), "r.csv") == [("before\rafter", None, "1"), ("quoted\ralso", None, "2")]
 
 
 def test_csv_quote_left_open_at_the_end(tmp_path):
@@ -349,7 +366,7 @@ def test_long_lines_report_their_quotes():
 
 
 def test_parquet_labelled_texts(tmp_path, monkeypatch):
-    monkeypatch.setattr(document_reader, "PARQUET_BATCH_ROWS", 2)
+    monkeypatch.setattr(table_records, "PARQUET_BATCH_ROWS", 2)
     table = pa.table({
         "sentence": ["good", None, "bad", " ", "x" * 100, "ok"],
         "pair": ["p1", "p2", None, "p4", "p5", "p6"],
@@ -371,6 +388,20 @@ def test_parquet_binary_text_is_decoded_strictly(tmp_path):
     assert outcomes(read(tmp_path / "b.parquet", TEXTS), "b.parquet") == [("ok", None, "a"), accounting.INVALID_UTF8]
 
 
+def test_parquet_tagged_sentences(tmp_path):
+    table = pa.table({
+        "tokens": [["New", "York"], ["a", "b"], None, ["x"]],
+        "tags": pa.array([["B-LOC", "I-LOC"], ["O"], ["O"], ["O"]]).cast(pa.large_list(pa.string())),
+    })
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert outcomes(read(tmp_path / "t.parquet", TOKENS), "t.parquet") == [
+        (["New", "York"], ["B-LOC", "I-LOC"]), accounting.LABEL_MISMATCH, accounting.INVALID_RECORD, (["x"], ["O"]),
+    ]
+    pq.write_table(pa.table({"tokens": ["New York"], "tags": [["O"]]}), tmp_path / "s.parquet")
+    with pytest.raises(InputError, match=r"column 'tokens' \(input.tokens_field\) has type string, not list of strings"):
+        read(tmp_path / "s.parquet", TOKENS)
+
+
 def test_parquet_dictionary_columns(tmp_path):  # what pandas categoricals become
     table = pa.table({"text": pa.array(["a", "b"]).dictionary_encode(), "label": pa.array(["x", "y"]).dictionary_encode()})
     pq.write_table(table, tmp_path / "d.parquet")
@@ -387,7 +418,9 @@ def test_parquet_dictionary_columns(tmp_path):  # what pandas categoricals becom
 def test_parquet_without_the_configured_columns(tmp_path, columns, message):
     pq.write_table(pa.table(columns), tmp_path / "c.parquet")
     with pytest.raises(InputError, match=message):
-        read(tmp_path / "c.parquet", TEXTS, on_bad_file="skip")
+        read(tmp_path / "c.parquet", TEXTS)
+    ((reason, detail),) = problems(read(tmp_path / "c.parquet", TEXTS, on_bad_file="skip"))
+    assert reason == accounting.FILE_COLUMNS and re.match(message, detail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,7 +486,7 @@ def test_records_pickle_for_the_pipeline():
 
 
 def test_core_modules_import_neither_beam_nor_torch():
-    code = ("import sys, mlm_data.instances.labelled_rows, mlm_data.reading.record_reader, mlm_data.reading.document_reader; "
+    code = ("import sys, mlm_data.instances.labelled_rows, mlm_data.reading.labelled_reader, mlm_data.reading.document_reader; "
             "assert 'apache_beam' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

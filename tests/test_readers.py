@@ -18,7 +18,7 @@ import zstandard
 from mlm_data import accounting
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
-from mlm_data.reading import byte_streams, document_reader
+from mlm_data.reading import byte_streams, table_records
 from mlm_data.reading.document_reader import (
     Document,
     Dropped,
@@ -89,6 +89,23 @@ def test_jsonl_documents_and_drop_reasons(tmp_path):
     ]
 
 
+def test_jsonl_nested_too_deep_for_the_parser_is_named_so(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000  # valid JSON: json.loads gives up with RecursionError
+    (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"text": ' + deep + "}\n" + '{"text": "ok too"}\n')
+    assert outcomes(read(tmp_path / "d.jsonl", max_document_chars=100_000), "d.jsonl") == [
+        "ok", accounting.JSON_TOO_DEEP, "ok too"]
+
+
+@pytest.mark.parametrize("line", [' {"text": "padded"} ', '{"text": "a"} {"text": "b"}', '{"text": "x"}]', "\ufeff{}"])
+def test_jsonl_lines_are_judged_exactly_as_json_loads(tmp_path, line):
+    (tmp_path / "j.jsonl").write_text('{"text": "first"}\n' + line + "\n", encoding="utf-8")
+    try:
+        expected = json.loads(line)["text"]
+    except (ValueError, KeyError) as exc:
+        expected = accounting.MISSING_TEXT if isinstance(exc, KeyError) else accounting.INVALID_JSON
+    assert outcomes(read(tmp_path / "j.jsonl"), "j.jsonl") == ["first", expected]
+
+
 @pytest.mark.parametrize("type_", [pa.string(), pa.large_string()])
 def test_parquet_documents(tmp_path, type_):
     write_parquet(tmp_path / "p.parquet", "body", ["a", None, " ", "d" * 601, "e"], type_)
@@ -105,22 +122,45 @@ def test_parquet_binary_column_is_decoded_strictly(tmp_path):
 
 
 def test_parquet_is_read_in_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(document_reader, "PARQUET_BATCH_ROWS", 3)
+    monkeypatch.setattr(table_records, "PARQUET_BATCH_ROWS", 3)
     texts = [f"doc {i}" for i in range(10)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "p.parquet", row_group_size=4)
     assert outcomes(read(tmp_path / "p.parquet"), "p.parquet") == texts
 
 
+def test_parquet_dictionary_column(tmp_path):  # what a pandas categorical becomes
+    pq.write_table(pa.table({"text": pa.array(["a", "b", "a"]).dictionary_encode()}), tmp_path / "d.parquet")
+    assert outcomes(read(tmp_path / "d.parquet"), "d.parquet") == ["a", "b", "a"]
+
+
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_parquet_missing_column(tmp_path, policy):
     write_parquet(tmp_path / "p.parquet", "content", ["a"])
+    detail = "no column 'text' (input.text_field); the columns are 'content', 'n'"
     if policy == "fail":
-        with pytest.raises(InputError, match=r"p\.parquet: no column 'text' \(columns: content, n\).*text_field"):
+        with pytest.raises(InputError, match=re.escape(f"p.parquet: {detail}; set input.text_field to one of them, "
+                                                       "or set input.on_bad_file=skip to skip it")):
             read(tmp_path / "p.parquet", on_bad_file=policy)
     else:
         items = read(tmp_path / "p.parquet", on_bad_file=policy)
-        assert problems(items) == [(accounting.FILE_CORRUPT, "no column 'text' (columns: content, n)")]
+        assert problems(items) == [(accounting.FILE_COLUMNS, detail)]
         assert outcomes(items, "p.parquet") == []
+
+
+def test_parquet_column_of_another_type_is_a_bad_file(tmp_path):
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "p.parquet")
+    with pytest.raises(InputError, match=r"p\.parquet: column 'text' \(input.text_field\) has type int64, not string"):
+        read(tmp_path / "p.parquet")
+    assert problems(read(tmp_path / "p.parquet", on_bad_file="skip"))[0][0] == accounting.FILE_COLUMNS
+
+
+def test_csv_and_tsv_documents(tmp_path):
+    (tmp_path / "a.csv").write_text('id,text\n1,"first, with a comma\nand a line"\n2,\n3,third\n')
+    assert outcomes(read(tmp_path / "a.csv"), "a.csv") == ["first, with a comma\nand a line", accounting.EMPTY, "third"]
+    (tmp_path / "b.tsv").write_text("one\t1\ntwo\t2\n")
+    assert outcomes(read(tmp_path / "b.tsv", has_header=False, text_field="0"), "b.tsv") == ["one", "two"]
+    with pytest.raises(InputError, match=r"a\.csv: no column 'body' \(input.text_field\); the columns are 'id', 'text'"):
+        read(tmp_path / "a.csv", text_field="body")
 
 
 @pytest.mark.parametrize(
@@ -136,9 +176,9 @@ def test_detect_format(name, fmt, expected):
     assert detect_format(name, fmt) == expected
 
 
-@pytest.mark.parametrize(("name", "fmt"), [("a.csv", "auto"), ("a.tsv", "auto"), ("a.txt", "conll")])
-def test_labelled_formats_are_refused_at_the_call(name, fmt):
-    with pytest.raises(ConfigError, match="not a text-corpus format"):
+@pytest.mark.parametrize(("name", "fmt"), [("a.conll", "auto"), ("a.bio.gz", "auto"), ("a.txt", "conll")])
+def test_formats_without_a_text_column_are_refused_at_the_call(name, fmt):
+    with pytest.raises(ConfigError, match="is not a text-corpus format; use one of text, jsonl, parquet, csv, tsv"):
         read_documents(InputFile(f"/nowhere/{name}", name, 0), InputConfig(format=fmt), max_document_chars=10)
 
 
@@ -301,10 +341,14 @@ def test_truncated_gzip(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "detail"),
     [
-        (lambda d: d[:-4] + bytes(4), "corrupt gzip stream (Error -3 while decompressing data: incorrect length check"),
-        (lambda d: d[:-8] + bytes(4) + d[-4:], "incorrect data check"),
+        (lambda d: d[:-4] + bytes(4), "corrupt gzip stream (Incorrect length of data produced after 1400 bytes)"),
+        (lambda d: d[:-8] + bytes(4) + d[-4:], "corrupt gzip stream (CRC check failed 0x0 != "),
+        (lambda d: d[:-3], "corrupt gzip stream (ends early after 1400 bytes)"),
+        (lambda d: d[:len(d) // 2], "corrupt gzip stream (ends early after "),
+        (lambda d: d[:5] + b"\xff" * 8 + d[13:], "corrupt gzip stream (Error -3 while decompressing data"),
         (lambda d: b"PK\x03\x04" + d, "not a gzip file (bad magic bytes)"),
-        (lambda d: d + b"trailing junk", "unexpected data after"),
+        (lambda d: d + b"trailing junk", "corrupt gzip stream (unexpected data after 1400 bytes)"),
+        (lambda d: d + bytes(7) + b"\x1f", "corrupt gzip stream (unexpected data after 1400 bytes)"),
     ],
 )
 def test_damaged_gzip(tmp_path, damage, detail):

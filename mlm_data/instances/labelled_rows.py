@@ -38,7 +38,7 @@ from mlm_data.instances.rows import (
     ranges_index,
     take,
 )
-from mlm_data.reading.record_reader import LabelledText, TaggedSentence
+from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence
 from mlm_data.text.tokenizer import TextEncoder
 
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")

@@ -23,7 +23,7 @@ from mlm_data.config.preprocess import CleanConfig
 from mlm_data.dataset import stats
 from mlm_data.instances.bucket_rows import BucketRows
 from mlm_data.instances.labelled_rows import TaggedRows, TextRows, tagged_table, text_table
-from mlm_data.reading.record_reader import LabelledText, TaggedSentence
+from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence
 from mlm_data.seeding import derive_key, random_bits
 from mlm_data.stages.prepare_documents import route
 from mlm_data.text.cleaning import clean_text
