@@ -142,7 +142,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from mlm_data import storage
     from mlm_data.config.loading import load
     from mlm_data.reading.document_reader import list_input_files
-    from pipelines.preprocess import resolve_tokenizer
+    from mlm_data.stages.plan import resolve_tokenizer
 
     settings = [*(parse_setting(item) for item in args.set), ("input.paths", list(args.input)),
                 ("tokenizer.path", None)]

@@ -14,9 +14,9 @@ from apache_beam.transforms.window import GlobalWindows
 from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig
 from mlm_data.stages import prepare_documents
+from mlm_data.stages.batches import Batch
 from mlm_data.text.tokenizer import TextEncoder, load_tokenizer
 from pipelines.counters import report
-from pipelines.read import Batch
 from pipelines.shuffle import encode_payload
 
 

@@ -11,16 +11,18 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 
-from mlm_data import accounting
-from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.dataset.schema import schema_for
-from mlm_data.instances.labelled_rows import encode_tagged, encode_texts, order_labels
-from mlm_data.reading.labelled_reader import TaggedSentence
-from mlm_data.stages.prepare_labelled import build_labelled_rows, clean_records, route_rows
+from mlm_data.instances.labelled_rows import order_labels
+from mlm_data.stages.batches import Batch
+from mlm_data.stages.prepare_labelled import (
+    build_labelled_rows,
+    encode_records,
+    labels_in,
+    route_rows,
+)
 from mlm_data.text.tokenizer import TextEncoder, TokenizerInfo, load_tokenizer
 from pipelines.counters import report
-from pipelines.read import Batch
 from pipelines.shuffle import decode_payload, encode_payload
 
 
@@ -39,19 +41,8 @@ class EncodeLabelledFn(beam.DoFn):
         self._encoder = TextEncoder(self._tok)
 
     def process(self, batch: Batch) -> Iterator[Batch]:
-        cfg = self._cfg
-        records = clean_records(batch.items, cfg.clean)
-        counts = Counts()
-        facts: dict[str, int] = {}
-        if cfg.instances.task == "token_classification":
-            rows = encode_tagged(self._tok, records, max_seq_length=cfg.instances.max_seq_length, cls_id=self._cls,
-                                 sep_id=self._sep, stride=cfg.labels.stride,
-                                 label_all_subtokens=cfg.labels.label_all_subtokens)
-            facts = {"words_without_tokens": rows.words_without_tokens, "truncated_words": rows.truncated_words}
-        else:
-            rows = encode_texts(self._encoder, records, max_seq_length=cfg.instances.max_seq_length,
-                                cls_id=self._cls, sep_id=self._sep)
-        counts.drop(accounting.NO_TOKENS, len(rows.no_tokens))
+        rows, counts, facts = encode_records(batch.items, self._cfg, self._tok, self._encoder, cls_id=self._cls,
+                                             sep_id=self._sep)
         report(counts)
         yield Batch(items=rows, counts=counts, facts=facts)
 
@@ -85,12 +76,8 @@ class CreateLabelledRowsFn(beam.DoFn):
         yield (split, bucket), rows
 
 
-def labels_in(batch: Batch) -> set[str]:
-    if not batch.items:
-        return set()
-    if isinstance(batch.items[0], TaggedSentence):
-        return {t for r in batch.items for t in r.tags}
-    return {r.label for r in batch.items}
+def labels_of(batch: Batch) -> set[str]:
+    return labels_in(batch.items)
 
 
 def union(sets: Iterable[set[str]]) -> set[str]:
@@ -109,7 +96,7 @@ class LabelVocabulary(beam.PTransform):
             return batches.pipeline | "FixedLabels" >> beam.Create([self._fixed])
         return (
             batches
-            | "LabelsSeen" >> beam.Map(labels_in)
+            | "LabelsSeen" >> beam.Map(labels_of)
             | "AllLabels" >> beam.CombineGlobally(union)
             | "OrderLabels" >> beam.Map(order_labels)
         )

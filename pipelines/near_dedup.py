@@ -31,8 +31,8 @@ from mlm_data import storage
 from mlm_data.config.preprocess import CleanConfig, DedupConfig
 from mlm_data.quality.clusters import Edge, Node, label, large_star, small_star, verify_bucket
 from mlm_data.quality.near_dedup import MinHasher, apply_drops, batch_key, drop_reason
+from mlm_data.stages.batches import Batch
 from pipelines.counters import report
-from pipelines.read import Batch
 
 SigRef = bytes | tuple[str, int]
 

@@ -14,9 +14,9 @@ import apache_beam as beam
 
 from mlm_data.config.preprocess import CleanConfig, FilterConfig, PreprocessConfig
 from mlm_data.quality.filters import QualityFilter
+from mlm_data.stages.batches import Batch
 from pipelines.counters import report
 from pipelines.near_dedup import NearDedup
-from pipelines.read import Batch
 
 
 class FilterFn(beam.DoFn):

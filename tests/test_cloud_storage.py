@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from s3fs.errors import translate_boto_error
 from yarl import URL
 
-import pipelines.write
+import mlm_data.dataset.assemble
 from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, StorageError
@@ -59,7 +60,7 @@ def upload_corpus(store: ObjectStore, corpus: Path, prefix: str = "in") -> str:
 
 
 def expected_keys(manifest: Manifest) -> list[str]:
-    return sorted(["manifest.json", manifest.tokenizer["path"], *(s.path for s in manifest.shards)])
+    return sorted(["manifest.json", "run.json", manifest.tokenizer["path"], *(s.path for s in manifest.shards)])
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -243,13 +244,16 @@ def test_pipeline_reads_and_writes_object_store_urls_byte_identically(store, tmp
     assert store.keys("ds") == sorted(ref_files) == expected_keys(manifest)
     assert store.objects("ds") == ref_files
     assert len(shards_only(ref_files)) >= 4
-    # Inputs on the store, dataset local: the same shards (the manifest differs only in the
-    # input paths it records).
+    # Inputs on the store, dataset local: the same shards and manifest (inputs are recorded
+    # relative to the pattern's fixed prefix; only run.json says where they were).
     inputs = upload_corpus(store, small_corpus)
     from_store = preprocess(inputs, tmp_path / "local", **KW)
-    assert shards_only(local_files(tmp_path / "local")) == shards_only(ref_files)
-    assert from_store.data["config"]["input"]["paths"] == [inputs]
-    assert from_store.data["counts"] == ref_manifest.data["counts"]
+    assert {k: v for k, v in local_files(tmp_path / "local").items() if k != "run.json"} == \
+        {k: v for k, v in ref_files.items() if k != "run.json"}
+    assert from_store.data == ref_manifest.data
+    local = local_files(tmp_path / "local")
+    assert json.loads(local["run.json"]) == {"manifest_sha256": hashlib.sha256(local["manifest.json"]).hexdigest(),
+                                             "inputs": [inputs]}
 
     code, out, err = run_cli(capsys, "verify", store.url("ds"), "--quiet")
     assert code == 0, err
@@ -294,7 +298,7 @@ def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, prep
     out = s3.url("ds")
     for name, data in reference[1].items():   # an existing dataset, to be overwritten
         s3.put(f"ds/{name}", data)
-    real_write_shard = pipelines.write.write_shard
+    real_write_shard = mlm_data.dataset.assemble.write_shard
     written: list[str] = []
 
     def write_then_fail(root, stem, table, **kwargs):
@@ -307,7 +311,7 @@ def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, prep
             raise RuntimeError("worker lost after writing its shard")
         return shard
 
-    monkeypatch.setattr(pipelines.write, "write_shard", write_then_fail)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_then_fail)
     with pytest.raises(Exception, match="worker lost after writing its shard"):
         preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 5, "output.overwrite": True})
     assert "train/shard-00003-000" in " ".join(written)   # the failed run got that far
@@ -315,7 +319,7 @@ def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, prep
     assert s3.objects("ds") == reference[1]
     assert Manifest.load(out).data == reference[0].data
 
-    monkeypatch.setattr(pipelines.write, "write_shard", real_write_shard)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", real_write_shard)
     manifest = preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 2, "output.overwrite": True})
     assert s3.keys("ds") == expected_keys(manifest)   # the old dataset's files removed once replaced
     assert Manifest.load(out).data == manifest.data

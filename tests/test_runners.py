@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-import pipelines.write
+import mlm_data.dataset.assemble
 from mlm_data.dataset import publication
 from mlm_data.dataset.manifest import Manifest
 from pipelines.runner import (
@@ -86,7 +86,7 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
     ref_manifest, ref_files = reference
     victim = ref_manifest.shards_for("train")[1].path
     calls: Counter[str] = Counter()
-    real_write_shard, real_write_manifest = pipelines.write.write_shard, publication.write_manifest
+    real_write_shard, real_write_manifest = mlm_data.dataset.assemble.write_shard, publication.write_manifest
 
     def write_shard_then_fail_once(root, stem, table, **kwargs):
         written = real_write_shard(root, stem, table, **kwargs)
@@ -101,7 +101,7 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
         if calls["manifest.json"] == 1:
             raise RuntimeError("injected: worker lost after publishing the manifest")
 
-    monkeypatch.setattr(pipelines.write, "write_shard", write_shard_then_fail_once)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_shard_then_fail_once)
     monkeypatch.setattr(publication, "write_manifest", write_manifest_then_fail_once)
     manifest = preprocess(str(small_corpus), tmp_path / "out", beam_args=["--runner", "BundleBasedDirectRunner"],
                           **KW)

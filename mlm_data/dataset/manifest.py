@@ -160,7 +160,12 @@ class Manifest:
 
 def write_manifest(root: str, data: Mapping[str, Any]) -> None:
     """Publish the manifest in one step (the dataset becomes visible to readers only now)."""
-    storage.write_bytes(storage.join(root, MANIFEST_NAME), (to_json(data) + "\n").encode("utf-8"))
+    storage.write_bytes(storage.join(root, MANIFEST_NAME), manifest_bytes(data))
+
+
+def manifest_bytes(data: Mapping[str, Any]) -> bytes:
+    """``manifest.json`` as written: what its sha256 is taken of."""
+    return (to_json(data) + "\n").encode("utf-8")
 
 
 def to_json(value: Any, indent: str = "") -> str:

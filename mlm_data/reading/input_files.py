@@ -74,6 +74,44 @@ def list_input_files(patterns: Sequence[str]) -> list[InputFile]:
     return sorted((f for f, _ in by_url.values()), key=lambda f: f.name)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a run read, as the dataset records it (see ``inputs_of``)."""
+
+    patterns: tuple[str, ...]
+    """Each pattern relative to its fixed prefix, as document ids are: the manifest records
+    these, so the same files read from another directory or bucket give the same manifest."""
+    absolute: tuple[str, ...]
+    """The patterns as absolute paths or URLs, for people: recorded beside the manifest
+    (``run.json``), outside what the determinism contract covers."""
+    num_files: int
+
+
+def inputs_of(patterns: Sequence[str], files: Sequence[InputFile]) -> Inputs:
+    """``Inputs`` of a run over ``patterns``, which listed ``files``.
+
+    >>> inputs_of(["corpus/**/*.jsonl", "/data/extra.txt.gz"], []).patterns
+    ('**/*.jsonl', 'extra.txt.gz')
+
+    A directory is ``"."`` (its files are named relative to it); a URL loses its bucket and
+    prefix the same way.
+    """
+    return Inputs(patterns=tuple(map(relative_pattern, patterns)),
+                  absolute=tuple(p if "://" in p else os.path.abspath(p) for p in patterns),
+                  num_files=len(files))
+
+
+def relative_pattern(pattern: str) -> str:
+    """The part of ``pattern`` below its fixed prefix (the prefix that ``InputFile.name`` drops)."""
+    fs, path = fsspec.core.url_to_fs(pattern)
+    path = path.rstrip("/") or path
+    if _GLOB_CHARS.search(path):
+        parts = path.split("/")
+        first = next(i for i, part in enumerate(parts) if _GLOB_CHARS.search(part))
+        return "/".join(parts[first:])
+    return "." if fs.isdir(path) else posixpath.basename(path)
+
+
 def _expand(pattern: str) -> tuple[list[InputFile], int]:
     """Files for one pattern, and how many were skipped as hidden."""
     fs, path = storage.url_to_fs(pattern, streaming=True)

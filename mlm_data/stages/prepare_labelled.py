@@ -16,17 +16,26 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tokenizers import Tokenizer
 
 from mlm_data import accounting
 from mlm_data.accounting import Counts
-from mlm_data.config.preprocess import CleanConfig
+from mlm_data.config.preprocess import CleanConfig, PreprocessConfig
 from mlm_data.dataset import stats
 from mlm_data.instances.bucket_rows import BucketRows
-from mlm_data.instances.labelled_rows import TaggedRows, TextRows, tagged_table, text_table
+from mlm_data.instances.labelled_rows import (
+    TaggedRows,
+    TextRows,
+    encode_tagged,
+    encode_texts,
+    tagged_table,
+    text_table,
+)
 from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence
 from mlm_data.seeding import derive_key, random_bits
 from mlm_data.stages.prepare_documents import route
 from mlm_data.text.cleaning import clean_text
+from mlm_data.text.tokenizer import TextEncoder
 
 LabelledRows = TaggedRows | TextRows
 
@@ -45,6 +54,36 @@ def clean_records(records: Sequence[TaggedSentence | LabelledText], cfg: CleanCo
         else:
             out.append(replace(r, text=clean(r.text), text_pair=None if r.text_pair is None else clean(r.text_pair)))
     return out
+
+
+def encode_records(records: Sequence[TaggedSentence | LabelledText], cfg: PreprocessConfig, tok: Tokenizer,
+                   encoder: TextEncoder, *, cls_id: int, sep_id: int) -> tuple[LabelledRows, Counts, dict[str, int]]:
+    """Clean and tokenize a batch of records; labels stay strings until the vocabulary is known.
+
+    Returns the rows, the records dropped for having no token, and facts for the manifest
+    (token classification: words that produced no token, words cut to fit a window).
+    """
+    cleaned = clean_records(records, cfg.clean)
+    facts: dict[str, int] = {}
+    rows: LabelledRows
+    if cfg.instances.task == "token_classification":
+        rows = encode_tagged(tok, cleaned, max_seq_length=cfg.instances.max_seq_length, cls_id=cls_id,
+                             sep_id=sep_id, stride=cfg.labels.stride, label_all_subtokens=cfg.labels.label_all_subtokens)
+        facts = {"words_without_tokens": rows.words_without_tokens, "truncated_words": rows.truncated_words}
+    else:
+        rows = encode_texts(encoder, cleaned, max_seq_length=cfg.instances.max_seq_length, cls_id=cls_id, sep_id=sep_id)
+    counts = Counts()
+    counts.drop(accounting.NO_TOKENS, len(rows.no_tokens))
+    return rows, counts, facts
+
+
+def labels_in(records: Sequence[TaggedSentence | LabelledText]) -> set[str]:
+    """Every label a batch of records uses (tags of tagged sentences)."""
+    if not records:
+        return set()
+    if isinstance(records[0], TaggedSentence):
+        return {t for r in records for t in r.tags}  # type: ignore[union-attr]
+    return {r.label for r in records}  # type: ignore[union-attr]
 
 
 def route_rows(rows: LabelledRows, *, num_buckets: int, validation_buckets: int,

@@ -1,0 +1,121 @@
+"""Everything decided before the pipeline runs: the tokenizer, the label list and the buckets.
+
+The driver lists the inputs, calls these, then builds the Beam graph from their results; they
+need no Beam, so ``mlm-data train-tokenizer`` runs them without it. Each depends only on the
+config and the input files (never on the runner), so every runner builds the same graph.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.dataset.manifest import Manifest
+from mlm_data.dataset.schema import LABELLED_TASKS
+from mlm_data.errors import ConfigError, InputError
+from mlm_data.reading import labelled_reader
+from mlm_data.reading.document_reader import Document, InputFile, read_documents
+from mlm_data.reading.text_size import estimate_text_bytes
+from mlm_data.text.cleaning import clean_text
+from mlm_data.text.tokenizer import (
+    TokenizerInfo,
+    describe,
+    parse_tokenizer,
+    read_tokenizer_text,
+    require_specials,
+    train_wordpiece,
+)
+
+#: Bytes of shard per byte of input text: ~4 characters per token, 2 bytes per uint16 id,
+#: plus word-start bits and offsets. Only used to pick a bucket count.
+_SHARD_BYTES_PER_TEXT_BYTE = 0.6
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    num_buckets: int
+    validation_buckets: int
+    estimated_text_bytes: int
+    """From file metadata (``reading.text_size``); printed, and the basis of automatic counts."""
+
+
+def text_columns(cfg: PreprocessConfig) -> list[str]:
+    """The input columns that hold the task's text (and labels)."""
+    if cfg.instances.task in LABELLED_TASKS:
+        return [c.name for c in labelled_reader.view(cfg.input, cfg.instances.task).columns]
+    return [cfg.input.text_field]
+
+
+def plan_buckets(cfg: PreprocessConfig, files: Sequence[InputFile], vocab_size: int) -> BucketPlan:
+    """Bucket counts from the config, or from the input's text size so a bucket fills about
+    one shard. Depends only on file metadata and the config, so every runner agrees."""
+    text_bytes = estimate_text_bytes(files, fmt=cfg.input.format, columns=text_columns(cfg))
+    id_bytes = 2 if vocab_size <= 1 << 16 else 4
+    per_text = _SHARD_BYTES_PER_TEXT_BYTE * id_bytes / 2 * cfg.instances.dupe_factor
+    train_fraction = 1.0 - cfg.output.validation_fraction
+    if cfg.output.num_buckets:
+        n = cfg.output.num_buckets
+    else:
+        n = max(1, math.ceil(text_bytes * per_text * train_fraction / cfg.output.target_shard_bytes))
+    v = 0
+    if cfg.output.validation_fraction > 0:
+        v = max(1, math.ceil(n * cfg.output.validation_fraction / max(train_fraction, 1e-9)))
+    return BucketPlan(num_buckets=n, validation_buckets=v, estimated_text_bytes=text_bytes)
+
+
+def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[str]:
+    """Cleaned document texts for tokenizer training, in id order, up to the sample size."""
+    texts: list[str] = []
+    budget = cfg.tokenizer.train_sample_bytes
+    for f in files:
+        for item in read_documents(f, cfg.input, max_document_chars=cfg.clean.max_document_chars):
+            if not isinstance(item, Document):
+                continue
+            text = clean_text(item.text, normalization=cfg.clean.unicode_normalization,
+                              remove_control_chars=cfg.clean.remove_control_chars)
+            texts.append(text)
+            budget -= len(text)
+            if budget <= 0:
+                return texts
+    return texts
+
+
+def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
+                      echo: Callable[[str], None]) -> tuple[str, TokenizerInfo]:
+    """The tokenizer JSON (read from ``tokenizer.path``, or trained on the input) and its
+    description, checked against the task's special tokens."""
+    if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
+        raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
+                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset's tokenizer-<hash>.json)")
+    if cfg.tokenizer.path:
+        text = read_tokenizer_text(cfg.tokenizer.path)
+        source = cfg.tokenizer.path
+    else:
+        started = time.perf_counter()
+        texts = training_texts(cfg, files)
+        if not texts:
+            raise InputError(f"{', '.join(cfg.input.paths)}: no documents to train a tokenizer on")
+        text = train_wordpiece(texts, vocab_size=cfg.tokenizer.vocab_size, lowercase=cfg.tokenizer.lowercase)
+        source = "trained tokenizer"
+        echo(f"trained a WordPiece tokenizer ({cfg.tokenizer.vocab_size} entries max) on "
+             f"{len(texts)} documents in {time.perf_counter() - started:.1f}s")
+    tok = parse_tokenizer(text, source=source)
+    info = describe(tok, text)
+    require_specials(info, cfg.instances.task, source=source)
+    return text, info
+
+
+def resolve_labels(cfg: PreprocessConfig) -> list[str] | None:
+    """The fixed label list of a classification task, if the config gives or borrows one."""
+    if cfg.labels.names is not None:
+        return list(cfg.labels.names)
+    if cfg.labels.from_dataset:
+        manifest = Manifest.load(cfg.labels.from_dataset)
+        if not manifest.labels:
+            raise ConfigError(f"{cfg.labels.from_dataset}: has no label list to reuse (task {manifest.task!r}); "
+                              "--labels-from needs a classification dataset")
+        return manifest.labels
+    return None
