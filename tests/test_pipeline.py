@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,24 @@ def test_byte_identical_across_runners_and_reruns(tmp_path, small_corpus, prepro
         assert got.keys() == reference.keys()
         for name in reference:
             assert got[name] == reference[name], f"{other}/{name} differs"
+
+
+@pytest.mark.parametrize("pattern", ["*.txt*", "", "b.txt.gz"])
+def test_moving_the_input_changes_no_byte_of_the_dataset(tmp_path, preprocess, pattern):
+    docs = demo_documents(12)
+    here = write_corpus(tmp_path / "here" / "corpus", [docs[:6], docs[6:]], names=["a.txt", "b.txt.gz"])
+    there = tmp_path / "somewhere" / "else" / "renamed"
+    shutil.copytree(here, there)
+    preprocess(str(here / pattern), tmp_path / "a", **{"output.num_buckets": 2})
+    preprocess(str(there / pattern), tmp_path / "b", **{"output.num_buckets": 2})
+    a, b = dataset_bytes(tmp_path / "a"), dataset_bytes(tmp_path / "b")
+    # Only run.json, which the determinism contract leaves out, says where the input was.
+    manifest_sha256 = hashlib.sha256(a["manifest.json"]).hexdigest()
+    assert json.loads(a.pop("run.json")) == {"manifest_sha256": manifest_sha256, "inputs": [str(here / pattern)]}
+    assert json.loads(b.pop("run.json")) == {"manifest_sha256": manifest_sha256, "inputs": [str(there / pattern)]}
+    assert a == b
+    recorded = json.loads(a["manifest.json"])["config"]["input"]["paths"]
+    assert recorded == [{"*.txt*": "*.txt*", "": ".", "b.txt.gz": "b.txt.gz"}[pattern]]
 
 
 def test_input_order_and_file_layout_do_not_change_rows(tmp_path, preprocess):
