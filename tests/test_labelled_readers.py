@@ -24,14 +24,8 @@ from mlm_data import accounting
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError, InputError
 from mlm_data.reading import table_records
-from mlm_data.reading.byte_streams import (
-    LONG,
-    UNTERMINATED,
-    QuoteTracker,
-    csv_fields,
-    csv_records,
-    lines,
-)
+from mlm_data.reading.byte_streams import LONG, lines
+from mlm_data.reading.csv_records import UNTERMINATED, QuoteTracker, csv_fields, csv_records
 from mlm_data.reading.document_reader import Dropped, FileProblem, InputFile
 from mlm_data.reading.input_files import detect_format, list_input_files
 from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence, read_labelled

@@ -20,15 +20,8 @@ import pyarrow.parquet as pq
 from mlm_data import accounting
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.errors import ConfigError
-from mlm_data.reading.byte_streams import (
-    LONG,
-    BadFile,
-    QuoteTracker,
-    csv_fields,
-    csv_records,
-    is_blank,
-    text_lines,
-)
+from mlm_data.reading.byte_streams import LONG, BadFile, is_blank, text_lines
+from mlm_data.reading.csv_records import QuoteTracker, csv_fields, csv_records
 from mlm_data.reading.input_files import InputFile
 from mlm_data.reading.records import (
     INVALID,
