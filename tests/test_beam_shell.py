@@ -20,16 +20,22 @@ from apache_beam.testing.util import assert_that, equal_to
 import mlm_data.config.preprocess
 import pipelines.document_stages
 import pipelines.labelled_stages
+import pipelines.near_dedup
+import pipelines.quality
 import pipelines.read
 import pipelines.write
 import trainer.config
-from mlm_data.config.preprocess import CleanConfig, InputConfig, PreprocessConfig, with_overrides
+import trainer.loading.options
+from mlm_data.config.loading import load
+from mlm_data.config.preprocess import CleanConfig, InputConfig, PreprocessConfig
 from mlm_data.reading.document_reader import Document
 from mlm_data.reading.input_files import InputFile, inputs_of
 from mlm_data.stages.batches import Batch
 from mlm_data.text.tokenizer import describe, parse_tokenizer
 from pipelines.document_stages import AssignBucketsFn, CleanAndSplitFn, TokenizeFn
 from pipelines.labelled_stages import CreateLabelledRowsFn, EncodeLabelledFn, RouteLabelledFn
+from pipelines.near_dedup import ApplyDropsFn, SignFn, StoreBatchFn, VerifyBucketFn, WriteClustersFn
+from pipelines.quality import FilterFn
 from pipelines.read import ReadFileFn
 from pipelines.write import CreateInstancesFn, WriteManifestFn, WriteShardsFn
 
@@ -66,7 +72,7 @@ def tokenizer_info():
 
 
 def dofns(info, tmp: Path) -> dict[str, beam.DoFn]:
-    cfg = with_overrides(PreprocessConfig(), input=InputConfig(paths=(str(tmp),), text_field="body"))
+    cfg = dataclasses.replace(PreprocessConfig(), input=InputConfig(paths=(str(tmp),), text_field="body"))
     labelled = dataclasses.replace(cfg, instances=dataclasses.replace(cfg.instances, task="sequence_classification"))
     route = dict(num_buckets=3, validation_buckets=1, validation_fraction=0.1)
     return {
@@ -78,13 +84,20 @@ def dofns(info, tmp: Path) -> dict[str, beam.DoFn]:
         "RouteLabelledFn": RouteLabelledFn(**route, spill_dir=None),
         "CreateLabelledRowsFn": CreateLabelledRowsFn(labelled, info),
         "CreateInstancesFn": CreateInstancesFn(cfg, info),
-        "WriteShardsFn": WriteShardsFn(str(tmp / "out"), 1 << 20, 2),
+        "WriteShardsFn": WriteShardsFn(str(tmp / "out"), 1 << 20, 2, "stream"),
         "WriteManifestFn": WriteManifestFn(cfg, info, inputs=inputs_of([str(tmp)], []), id_dtype="uint16"),
+        "FilterFn": FilterFn(cfg.filters, cfg.clean),
+        "SignFn": SignFn(cfg.dedup, cfg.clean, cfg.seed, str(tmp)),
+        "VerifyBucketFn": VerifyBucketFn(0.8, 128),
+        "StoreBatchFn": StoreBatchFn(None),
+        "ApplyDropsFn": ApplyDropsFn(),
+        "WriteClustersFn": WriteClustersFn(str(tmp / "clusters.jsonl")),
     }
 
 
 def test_every_dofn_is_covered(tmp_path, tokenizer_info):
-    modules = (pipelines.read, pipelines.document_stages, pipelines.labelled_stages, pipelines.write)
+    modules = (pipelines.read, pipelines.quality, pipelines.near_dedup, pipelines.document_stages,
+               pipelines.labelled_stages, pipelines.write)
     defined = {name for module in modules for name, value in vars(module).items()
                if isinstance(value, type) and issubclass(value, beam.DoFn) and value.__module__ == module.__name__}
     assert defined == set(dofns(tokenizer_info, tmp_path))
@@ -113,7 +126,7 @@ def test_dofns_survive_pickling_and_set_up_on_the_other_side(tmp_path, tokenizer
 
 def all_configs() -> list[object]:
     configs = []
-    for module in (mlm_data.config.preprocess, trainer.config):
+    for module in (mlm_data.config.preprocess, trainer.config, trainer.loading.options):
         for value in vars(module).values():
             if dataclasses.is_dataclass(value) and isinstance(value, type) and value.__module__ == module.__name__:
                 configs.append(value())
@@ -128,10 +141,8 @@ def test_configs_survive_pickling(config, how):
     assert type(copy) is type(config) and copy == config
 
 
-def test_a_config_with_every_section_changed_survives_pickling():
-    from mlm_data.config.preprocess import load_preprocess_config
-
-    cfg = load_preprocess_config(str(REPO / "configs" / "finetune" / "ner.yaml"), overrides=["seed=7"])
+def test_a_config_from_a_file_survives_pickling():
+    cfg = load(PreprocessConfig, str(REPO / "configs" / "finetune" / "ner.yaml"), settings={"seed": 7})
     for dumps, loads in ROUND_TRIPS.values():
         assert loads(dumps(cfg)) == cfg
 

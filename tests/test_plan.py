@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from mlm_data.config.preprocess import load_preprocess_config
+from mlm_data.config.loading import load
+from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.reading import text_size
 from mlm_data.reading.input_files import list_input_files
 from mlm_data.reading.text_size import estimate_text_bytes
@@ -81,7 +82,7 @@ def test_only_a_few_files_of_a_kind_are_probed(tmp_path, monkeypatch):
 def test_the_plan_sizes_buckets_from_the_text_not_the_stored_bytes(tmp_path):
     docs = demo_documents(120)
     pq.write_table(pa.table({"body": docs, "other": docs}), tmp_path / "p.parquet")
-    cfg = load_preprocess_config(extra={"input.paths": [str(tmp_path)], "input.text_field": "body",
+    cfg = load(PreprocessConfig, settings={"input.paths": [str(tmp_path)], "input.text_field": "body",
                                         "output.target_shard_bytes": 64 * 1024})
     assert text_columns(cfg) == ["body"]
     plan = plan_buckets(cfg, list_input_files(cfg.input.paths), vocab_size=30522)
@@ -91,9 +92,9 @@ def test_the_plan_sizes_buckets_from_the_text_not_the_stored_bytes(tmp_path):
 
 
 def test_labelled_tasks_count_their_text_and_label_columns():
-    cfg = load_preprocess_config(extra={"instances.task": "sequence_classification", "input.text_field": "s1",
+    cfg = load(PreprocessConfig, settings={"instances.task": "sequence_classification", "input.text_field": "s1",
                                         "input.text_pair_field": "s2", "input.label_field": "gold"})
     assert text_columns(cfg) == ["s1", "s2", "gold"]
-    cfg = load_preprocess_config(extra={"instances.task": "token_classification", "instances.max_seq_length": 64,
+    cfg = load(PreprocessConfig, settings={"instances.task": "token_classification", "instances.max_seq_length": 64,
                                         "labels.stride": 8})
     assert text_columns(cfg) == ["tokens", "tags"]

@@ -113,7 +113,7 @@ def test_documents_that_cleaning_drops_pass_through_for_it_to_count():
 def test_filter_fn_pickles():
     fn = pickle.loads(pickle.dumps(FilterFn(FilterConfig(min_words=3), CleanConfig())))
     fn.setup()
-    from pipelines.read import Batch
+    from mlm_data.stages.batches import Batch
     out = list(fn.process(Batch(items=[Document("x#0", "a b"), Document("x#1", "a b c")])))
     assert [d.id for d in out[0].items] == ["x#1"] and out[0].counts.dropped == {"filter.min_words": 1}
 
