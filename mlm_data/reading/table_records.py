@@ -13,6 +13,7 @@ import csv
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -140,7 +141,8 @@ def _values(column: pa.Array, bound: int | None) -> list[object]:
         column = column.dictionary_decode()
     values = _python_values(column)
     if bound is not None:
-        for i in pc.indices_nonzero(pc.greater(pc.binary_length(column), bound)).to_pylist():
+        # Nulls have no length: NaN once converted, never over the bound.
+        for i in np.flatnonzero(pc.binary_length(column).to_numpy(zero_copy_only=False) > bound).tolist():
             values[i] = TOO_LONG
     return values
 
