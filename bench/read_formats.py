@@ -1,6 +1,6 @@
 """CPU time of the input readers, per format: what reading costs before cleaning starts.
 
-Run:  .venv/bin/python bench/read_formats.py [--corpus-mb 20] [--repeat 5] [--shared ../shared]
+Run:  .venv/bin/python bench/read_formats.py [--corpus-mb 20] [--repeat 5] [--shared DIR]
 
 Builds one corpus (the shared Python and Django documentation, repeated up to ``--corpus-mb``
 of text) in six forms: plain text (pages as documents, and each line a document), gzipped
@@ -16,14 +16,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-#: The shared material sits beside the checkout on development machines; ``--shared`` elsewhere.
-SHARED = REPO.parent / "shared"
+#: The shared material beside the checkout, or above it (a git worktree), or at $MLM_SHARED.
+SHARED = next((p for p in [Path(os.environ.get("MLM_SHARED", REPO.parent / "shared")),
+                           *(q / "shared" for q in REPO.parents)] if (p / "corpora").exists()), REPO.parent / "shared")
 CORPORA = ("corpora/pydoc/python-3.11-docs.txt", "corpora/django/django-docs.txt")
 
 
