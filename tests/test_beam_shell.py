@@ -85,7 +85,7 @@ def dofns(info, tmp: Path) -> dict[str, beam.DoFn]:
         "CreateLabelledRowsFn": CreateLabelledRowsFn(labelled, info),
         "CreateInstancesFn": CreateInstancesFn(cfg, info),
         "WriteShardsFn": WriteShardsFn(str(tmp / "out"), 1 << 20, 2, "stream"),
-        "WriteManifestFn": WriteManifestFn(cfg, info, inputs=inputs_of([str(tmp)], []), id_dtype="uint16"),
+        "WriteManifestFn": WriteManifestFn(cfg, info, inputs=inputs_of([str(tmp)], []), id_dtype="uint16", lease=None),
         "FilterFn": FilterFn(cfg.filters, cfg.clean),
         "SignFn": SignFn(cfg.dedup, cfg.clean, cfg.seed, str(tmp)),
         "VerifyBucketFn": VerifyBucketFn(0.8, 128),

@@ -154,7 +154,7 @@ def test_rerun_needs_overwrite_and_removes_stale_shards(tmp_path, small_corpus, 
     [shard] = m.shards
     assert re.fullmatch(r"train/shard-00000-000-[0-9a-f]{16}\.arrow", shard.path)
     assert shard.path == f"train/shard-00000-000-{shard.sha256[:16]}.arrow"   # named by its content
-    assert on_disk == sorted(["manifest.json", m.tokenizer["path"], shard.path])
+    assert on_disk == sorted(["manifest.json", "run.json", m.tokenizer["path"], shard.path])
     assert m.tokenizer["path"] == f"tokenizer-{m.tokenizer['sha256'][:16]}.json"
 
 

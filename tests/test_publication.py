@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.write
+import mlm_data.dataset.assemble
 from mlm_data.dataset.inspection import verify
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.publication import Output, discard_unpublished
@@ -89,7 +89,7 @@ def test_a_run_failing_midway_leaves_exactly_the_old_dataset(old, tmp_path, smal
 
 def test_the_old_dataset_stays_valid_until_the_new_one_replaces_it(old, small_corpus, preprocess, monkeypatch):
     root, before = old
-    real_write_shard = pipelines.write.write_shard
+    real_write_shard = mlm_data.dataset.assemble.write_shard
     checked = []
 
     def check_old_then_write(where, stem, table, **kwargs):
@@ -99,14 +99,15 @@ def test_the_old_dataset_stays_valid_until_the_new_one_replaces_it(old, small_co
         checked.append(written.path)
         return written
 
-    monkeypatch.setattr(pipelines.write, "write_shard", check_old_then_write)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", check_old_then_write)
     manifest = preprocess(str(small_corpus), root, **{**KW, "output.num_buckets": 3, "output.overwrite": True})
     assert checked and set(checked) <= {s.path for s in manifest.shards}
     after = files(root)
-    assert sorted(after) == sorted(["manifest.json", manifest.tokenizer["path"], *(s.path for s in manifest.shards)])
+    assert sorted(after) == sorted(["manifest.json", "run.json", manifest.tokenizer["path"],
+                                   *(s.path for s in manifest.shards)])
     assert verify(manifest).ok
     # Same input, tokenizer and config: the same names and bytes, wherever and whenever written.
-    monkeypatch.setattr(pipelines.write, "write_shard", real_write_shard)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", real_write_shard)
     assert preprocess(str(small_corpus), root.parent / "again", **{**KW, "output.num_buckets": 3}).data == manifest.data
     assert files(root.parent / "again") == after
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import pipelines.write
+import mlm_data.dataset.assemble
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, OutputBusyError
 from mlm_data.lifetime import ProcessId
@@ -214,14 +214,14 @@ def test_stale_time_comes_from_the_environment(monkeypatch):
 def test_a_run_that_lost_its_lease_neither_publishes_nor_reports_success(tmp_path, small_corpus, monkeypatch,
                                                                          capsys):
     out = tmp_path / "ds"
-    real_write_shard = pipelines.write.write_shard
+    real_write_shard = mlm_data.dataset.assemble.write_shard
 
     def write_after_a_takeover(root, stem, table, **kwargs):
         # Another run decided this one was dead and took the output over.
         (out / LEASE_NAME).write_bytes(lease_body(renewed_ago=0))
         return real_write_shard(root, stem, table, **kwargs)
 
-    monkeypatch.setattr(pipelines.write, "write_shard", write_after_a_takeover)
+    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_after_a_takeover)
     code, stdout, err = run_cli(capsys, *preprocess_argv(small_corpus, str(out)))
     assert code == 2 and stdout == "" and "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("mlm-data error:")]
