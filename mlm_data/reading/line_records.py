@@ -69,7 +69,8 @@ def _paragraphs(lines: Iterator[bytes | object], name: str, view: RecordView[T],
         if line is LONG:
             too_long, doc, size = True, [], 0
             continue
-        if is_blank(line):  # type: ignore[arg-type]
+        # is_blank(line), with its ASCII answers inline: this runs once per line of the corpus.
+        if not line or line.isspace() or (not line.isascii() and is_blank(line)):  # type: ignore[union-attr,arg-type]
             if doc or too_long:
                 yield finish()
                 index += 1
@@ -92,8 +93,8 @@ def _lines(lines: Iterator[bytes | object], name: str, view: RecordView[T]) -> I
     for line in lines:
         if line is LONG:
             yield Dropped(f"{name}#{index}", accounting.DOCUMENT_TOO_LONG)
-        elif is_blank(line):  # type: ignore[arg-type]
-            continue
+        elif not line or line.isspace() or (not line.isascii() and is_blank(line)):  # type: ignore[union-attr,arg-type]
+            continue  # a blank line (is_blank, its ASCII answers inline as above)
         else:
             yield _decoded(f"{name}#{index}", line, make)  # type: ignore[arg-type]
         index += 1
