@@ -63,3 +63,24 @@ def test_tokenizer_errors_name_the_file(tmp_path):
         load_tokenizer(str(TOKENIZER), sha256="0" * 64)
     with pytest.raises(TokenizerError, match="invalid JSON"):
         parse_tokenizer("{oops", source="x.json")
+
+
+def test_tokenizer_can_be_named_by_file_dataset_or_folder(tmp_path, small_corpus, preprocess):
+    from mlm_data.text.tokenizer import user_tokenizer_text
+
+    expected = TOKENIZER.read_text(encoding="utf-8")
+    preprocess(str(small_corpus), tmp_path / "ds", **{"output.num_buckets": 1})
+    model_dir = tmp_path / "hf-model"
+    model_dir.mkdir()
+    (model_dir / "tokenizer.json").write_text(expected, encoding="utf-8")
+    for name in (str(TOKENIZER), str(tmp_path / "ds"), str(model_dir)):
+        text, source = user_tokenizer_text(name)
+        assert text == expected and source.endswith(".json"), name
+
+    # A dataset's tokenizer is its own: one changed after the fact is refused, not used.
+    [tok_file] = (tmp_path / "ds").glob("tokenizer-*.json")
+    tok_file.write_text(expected.replace('"[MASK]"', '"[MASKED]"'), encoding="utf-8")
+    with pytest.raises(TokenizerError, match="tokenizer checksum mismatch"):
+        user_tokenizer_text(str(tmp_path / "ds"))
+    with pytest.raises(TokenizerError, match="is a directory with no manifest.json or tokenizer.json"):
+        user_tokenizer_text(str(tmp_path))

@@ -24,7 +24,7 @@ from mlm_data.text.tokenizer import (
     TokenizerInfo,
     describe,
     parse_tokenizer,
-    read_tokenizer_text,
+    user_tokenizer_text,
     require_specials,
     train_wordpiece,
 )
@@ -89,10 +89,9 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
     description, checked against the task's special tokens."""
     if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
         raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
-                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset's tokenizer-<hash>.json)")
+                          "fine-tune; pass --tokenizer (e.g. the pretraining dataset: --tokenizer DATASET)")
     if cfg.tokenizer.path:
-        text = read_tokenizer_text(cfg.tokenizer.path)
-        source = cfg.tokenizer.path
+        text, source = user_tokenizer_text(cfg.tokenizer.path)
     else:
         started = time.perf_counter()
         texts = training_texts(cfg, files)

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mlm_data import storage
-from mlm_data.dataset.manifest import Manifest
+from mlm_data.dataset.manifest import MANIFEST_NAME, Manifest
 from mlm_data.errors import TokenizerError
 from mlm_data.text.word_cache import ChunkCache
 
@@ -99,7 +99,8 @@ def read_tokenizer_text(url: str, *, sha256: str | None = None, recorded_by: str
     except FileNotFoundError:
         raise TokenizerError(f"{url}: tokenizer file not found{_hub_hint(url)}") from None
     except IsADirectoryError:
-        raise TokenizerError(f"{url}: is a directory; pass the tokenizer.json file inside it") from None
+        raise TokenizerError(f"{url}: is a directory with no manifest.json or tokenizer.json; pass a tokenizer.json "
+                             "file, a dataset, or a model or run folder holding a tokenizer.json") from None
     if sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
@@ -116,6 +117,22 @@ def dataset_tokenizer_text(manifest: Manifest) -> str:
     return read_tokenizer_text(manifest.tokenizer_url(), sha256=manifest.tokenizer.get("sha256"),
                                recorded_by=f"the manifest of {manifest.root}",
                                fix="restore the original file or re-create the dataset")
+
+
+def user_tokenizer_text(path: str) -> tuple[str, str]:
+    """The tokenizer a user names with ``--tokenizer``, and where it was read from.
+
+    ``path`` is a ``tokenizer.json`` file, a dataset (its own tokenizer, checked against the
+    manifest: the way to fine-tune on the vocabulary a model was pretrained with), or a folder
+    holding a ``tokenizer.json`` (a Hugging Face model directory, an mlm-train run folder).
+    """
+    if storage.exists(storage.join(path, MANIFEST_NAME)):
+        manifest = Manifest.load(path)
+        return dataset_tokenizer_text(manifest), manifest.tokenizer_url()
+    inside = storage.join(path, "tokenizer.json")
+    if not path.endswith(".json") and storage.exists(inside):
+        return read_tokenizer_text(inside), inside
+    return read_tokenizer_text(path), path
 
 
 def _hub_hint(url: str) -> str:
