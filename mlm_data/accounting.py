@@ -47,6 +47,12 @@ DROP_REASONS = (
     INVALID_RECORD,
 )
 
+# Pieces of kept documents that could not become part of a row (a chunk is one or more whole
+# sentences; the manifest counts them with their tokens under ``chunks_dropped``)
+NO_PAIR_PARTNER = "no_pair_partner"
+"""A one-sentence chunk of a BERT-pairs document whose window held no segment of another
+document to pair it with (it has no true continuation either)."""
+
 # File-level outcomes (a file is not a document: these are listed by name in the manifest)
 FILE_EMPTY = "empty_file"
 FILE_BINARY = "binary_file"

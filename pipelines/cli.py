@@ -19,11 +19,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mlm_data.config.flags import ArgumentParser, add_field_flags, field_flags, given_fields
 from mlm_data.config.loading import parse_setting
 from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.console import configure_logging, echo, run_command
+
+if TYPE_CHECKING:
+    from pipelines.progress import ProgressSettings
 
 #: One flag per config field, by its full path; the ones every run needs have short names.
 FLAGS = field_flags(PreprocessConfig, names={
@@ -54,6 +58,7 @@ def _parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override any config field, e.g. --set instances.max_seq_length=512")
     add_field_flags(pre, FLAGS, sections=_SECTIONS)
+    _progress_flags(pre)
 
     ins = sub.add_parser("inspect", help="summarise a dataset: rows, tokens, drops, stats and a decoded sample")
     ins.add_argument("dataset")
@@ -71,7 +76,32 @@ def _parser() -> tuple[ArgumentParser, dict[str, argparse.ArgumentParser]]:
     tt.add_argument("--vocab-size", type=int)
     tt.add_argument("--cased", action="store_true", help="keep case and accents (default: BERT uncased)")
     tt.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    _progress_flags(tt)
     return p, {"preprocess": pre, "inspect": ins, "verify": ver, "train-tokenizer": tt}
+
+
+def _progress_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, only errors and the result")
+    parser.add_argument("--progress-interval", type=float, metavar="SECONDS",
+                        help="seconds between progress lines (default: 2 on a terminal, 30 in a log)")
+
+
+def _progress(args: argparse.Namespace) -> ProgressSettings | None:
+    """Progress settings from --quiet / --progress-interval and whether stderr is a terminal."""
+    from mlm_data.errors import ConfigError
+    from pipelines.progress import ProgressSettings
+
+    if args.progress_interval is not None and not args.progress_interval > 0:
+        raise ConfigError(f"--progress-interval: must be a positive number of seconds, found {args.progress_interval}")
+    if args.quiet:
+        return None
+    terminal = sys.stderr.isatty()
+    interval = args.progress_interval if args.progress_interval else (2.0 if terminal else 30.0)
+    return ProgressSettings(interval=interval, terminal=terminal)
+
+
+def _silent(_msg: str) -> None:
+    pass
 
 
 def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -84,7 +114,7 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
                settings=[*(parse_setting(item) for item in args.set), *given_fields(args, FLAGS)])
     try:
         with quiet_run():
-            manifest = run(cfg, beam_args=beam_args, echo=echo)
+            manifest = run(cfg, beam_args=beam_args, echo=_silent if args.quiet else echo, progress=_progress(args))
     except KeyboardInterrupt:
         echo(interrupted_message(beam_args))
         return 130
@@ -151,7 +181,8 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     if args.cased:
         settings.append(("tokenizer.lowercase", False))
     cfg = load(PreprocessConfig, args.config, settings=settings)
-    text, info = resolve_tokenizer(cfg, list_input_files(cfg.input.paths), echo=echo)
+    text, info = resolve_tokenizer(cfg, list_input_files(cfg.input.paths), echo=_silent if args.quiet else echo,
+                                   progress=_progress(args))
     storage.write_bytes(args.output, text.encode("utf-8"))
     print(f"wrote {args.output}: {info.vocab_size} entries, sha256 {info.sha256[:12]}…")
     return 0

@@ -13,10 +13,12 @@ from apache_beam.transforms.window import GlobalWindows
 
 from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig
+from mlm_data.instances.donors import DonationConfig
 from mlm_data.stages import prepare_documents
 from mlm_data.stages.batches import Batch
 from mlm_data.text.tokenizer import TextEncoder, load_tokenizer
 from pipelines.counters import report
+from pipelines.progress import ProgressTally
 from pipelines.shuffle import encode_payload
 
 
@@ -78,14 +80,17 @@ class TokenizeFn(beam.DoFn):
     instance's encoder (see ``_EncoderPool``).
     """
 
-    def __init__(self, tokenizer_url: str, sha256: str, *, overlap: bool = True) -> None:
+    def __init__(self, tokenizer_url: str, sha256: str, *, overlap: bool = True,
+                 progress_dir: str | None = None) -> None:
         self._encoder_key = (tokenizer_url, sha256, secrets.token_hex(8))
         self._overlap = overlap
+        self._progress_dir = progress_dir
 
     def setup(self) -> None:
         self._encoder = _ENCODERS.take(self._encoder_key)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self._pending: Future | None = None
+        self._progress = ProgressTally(self._progress_dir)
 
     def _tokenize(self, batch: Batch) -> Batch:
         counts = Counts()
@@ -96,19 +101,24 @@ class TokenizeFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = None
 
+    def _done(self, batch: Batch) -> Batch:
+        self._progress.add(tokens=len(batch.items.ids))
+        return batch
+
     def process(self, batch: Batch) -> Iterator[Batch]:
         if not self._overlap:
-            yield self._tokenize(batch)
+            yield self._done(self._tokenize(batch))
             return
         future = self._pool.submit(self._tokenize, batch)
         previous, self._pending = self._pending, future
         if previous is not None:
-            yield previous.result()
+            yield self._done(previous.result())
 
     def finish_bundle(self) -> Iterator[object]:
         if self._pending is not None:
             previous, self._pending = self._pending, None
-            yield GlobalWindows.windowed_value(previous.result())
+            yield GlobalWindows.windowed_value(self._done(previous.result()))
+        self._progress.flush()
 
     def teardown(self) -> None:
         pool = getattr(self, "_pool", None)
@@ -118,26 +128,28 @@ class TokenizeFn(beam.DoFn):
 
 
 class AssignBucketsFn(beam.DoFn):
-    """Emits one ``((split, bucket), payload)`` per bucket the batch touches.
+    """Emits one ``((split, bucket), payload)`` per bucket the batch touches: its documents and,
+    for BERT pairs, the segments donated to that bucket as random-next partners.
 
     Payloads are Arrow IPC (token ids in the dataset's id width), compact and cheap to encode,
     or the path of a spill file holding them on local runners (see ``pipelines.shuffle``).
     """
 
     def __init__(self, *, num_buckets: int, validation_buckets: int, validation_fraction: float,
-                 id_type: pa.DataType, spill_dir: str | None) -> None:
+                 id_type: pa.DataType, donations: DonationConfig | None, spill_dir: str | None) -> None:
         self._spill_dir = spill_dir
         self._num_buckets = num_buckets
         self._validation_buckets = validation_buckets
         self._validation_fraction = validation_fraction
         self._id_type = id_type
+        self._donations = donations
 
     def process(self, batch: Batch) -> Iterator[tuple[tuple[str, int], bytes | str]]:
         routed = prepare_documents.assign_buckets(batch.items, num_buckets=self._num_buckets,
-                                        validation_buckets=self._validation_buckets,
-                                        validation_fraction=self._validation_fraction)
-        for key in sorted(routed):
-            payload = routed[key].to_arrow(self._id_type)
+                                                  validation_buckets=self._validation_buckets,
+                                                  validation_fraction=self._validation_fraction,
+                                                  id_type=self._id_type, donations=self._donations)
+        for key, payload in routed.items():
             yield key, encode_payload(payload, spill_dir=self._spill_dir)
 
 
@@ -147,17 +159,21 @@ class PrepareDocuments(beam.PTransform):
 
     def __init__(self, *, clean: CleanConfig, tokenizer_url: str, tokenizer_sha256: str, num_buckets: int,
                  validation_buckets: int, validation_fraction: float, id_type: pa.DataType,
-                 overlap_tokenization: bool = True, spill_dir: str | None = None) -> None:
+                 donations: DonationConfig | None = None, overlap_tokenization: bool = True,
+                 spill_dir: str | None = None, progress_dir: str | None = None) -> None:
         super().__init__()
         self._clean = clean
         self._tokenizer = (tokenizer_url, tokenizer_sha256)
         self._overlap = overlap_tokenization
+        self._progress_dir = progress_dir
         self._bucket_args = dict(num_buckets=num_buckets, validation_buckets=validation_buckets,
-                                 validation_fraction=validation_fraction, id_type=id_type, spill_dir=spill_dir)
+                                 validation_fraction=validation_fraction, id_type=id_type, donations=donations,
+                                 spill_dir=spill_dir)
 
     def expand(self, batches: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cleaned = batches | "CleanAndSplit" >> beam.ParDo(CleanAndSplitFn(self._clean))
-        tokenized = cleaned | "Tokenize" >> beam.ParDo(TokenizeFn(*self._tokenizer, overlap=self._overlap))
+        tokenized = cleaned | "Tokenize" >> beam.ParDo(TokenizeFn(*self._tokenizer, overlap=self._overlap,
+                                                                  progress_dir=self._progress_dir))
         keyed = tokenized | "AssignBuckets" >> beam.ParDo(AssignBucketsFn(**self._bucket_args))
         summaries = (
             (batches | "ReadSummaries" >> beam.Map(Batch.summary),

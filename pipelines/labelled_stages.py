@@ -1,4 +1,4 @@
-"""The classification tasks in Beam: EncodeLabelled, RouteLabelled, LabelVocabulary, CreateLabelledRows.
+"""The classification tasks in Beam: EncodeLabelled, RouteLabelled, LabelVocabulary, WriteLabelledBucket.
 
 They plug into the same read and write transforms as text corpora; only the middle differs
 (see ``mlm_data/stages/prepare_labelled.py`` for why routing is by record id and labels get their ids
@@ -12,8 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 
 from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.dataset.assemble import WrittenBucket
 from mlm_data.dataset.schema import schema_for
 from mlm_data.instances.labelled_rows import order_labels
+from mlm_data.lifetime import ProcessId
 from mlm_data.stages.batches import Batch
 from mlm_data.stages.prepare_labelled import (
     build_labelled_rows,
@@ -21,8 +23,10 @@ from mlm_data.stages.prepare_labelled import (
     labels_in,
     route_rows,
 )
+from mlm_data.stages.write_bucket import write_rows_bucket
 from mlm_data.text.tokenizer import TextEncoder, TokenizerInfo, load_tokenizer
 from pipelines.counters import report
+from pipelines.progress import ProgressTally
 from pipelines.shuffle import decode_payload, encode_payload
 
 
@@ -61,19 +65,35 @@ class RouteLabelledFn(beam.DoFn):
             yield key, encode_payload(payload, spill_dir=self._spill_dir)
 
 
-class CreateLabelledRowsFn(beam.DoFn):
-    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo) -> None:
+class WriteLabelledBucketFn(beam.DoFn):
+    """One bucket of labelled rows → its shards (fine-tuning sets are small: one piece). A
+    worker whose driver is gone writes nothing more."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, id_itemsize: int,
+                 progress_dir: str | None = None) -> None:
         self._cfg = cfg
         self._schema = schema_for(cfg.instances.task, vocab_size=tokenizer.vocab_size)
+        self._itemsize = id_itemsize
+        self._progress_dir = progress_dir
+        self._driver = ProcessId.current()
 
-    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]], labels: list[str]) -> Iterator[object]:
+    def setup(self) -> None:
+        self._progress = ProgressTally(self._progress_dir)
+
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]],
+                labels: list[str]) -> Iterator[WrittenBucket]:
         (split, bucket), payloads = element
         parts = [decode_payload(p) for p in payloads]
         rows = build_labelled_rows(parts, task=self._cfg.instances.task, vocabulary=labels, schema=self._schema,
                                    seed=self._cfg.seed, split=split, bucket=bucket,
                                    max_seq_length=self._cfg.instances.max_seq_length)
         report(rows.counts)
-        yield (split, bucket), rows
+        result = write_rows_bucket(rows, cfg=self._cfg, split=split, bucket=bucket, id_itemsize=self._itemsize,
+                                   driver=self._driver)
+        self._progress.add(rows_written=rows.table.num_rows, row_tokens_written=int(rows.row_tokens.sum()),
+                           shards_written=len(result.shards), buckets_written=1)
+        self._progress.flush()
+        yield result
 
 
 def labels_of(batch: Batch) -> set[str]:

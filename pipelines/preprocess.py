@@ -12,11 +12,14 @@ wrote (``mlm_data.dataset.publication``). Every decision is made by the core
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -26,11 +29,14 @@ from mlm_data.dataset import publication
 from mlm_data.dataset.assemble import recorded_config
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import LABELLED_TASKS, id_type_for
+from mlm_data.instances.donors import DonationConfig
+from mlm_data.progress import RunSize, Throttle, format_sample_progress
 from mlm_data.reading.input_files import InputFile, Inputs, inputs_of, list_input_files
 from mlm_data.stages.plan import BucketPlan, plan_buckets, resolve_labels, resolve_tokenizer
 from mlm_data.text.tokenizer import TokenizerInfo
 from pipelines.document_stages import PrepareDocuments
-from pipelines.labelled_stages import CreateLabelledRowsFn, PrepareLabelled
+from pipelines.labelled_stages import PrepareLabelled, WriteLabelledBucketFn
+from pipelines.progress import LinePrinter, ProgressSettings, run_pipeline
 from pipelines.quality import QualityStages
 from pipelines.read import ReadDocuments
 from pipelines.runner import (
@@ -40,19 +46,45 @@ from pipelines.runner import (
     runner_keeps_finish_bundle_output,
     runs_on_this_machine,
 )
-from pipelines.write import CreateInstancesFn, WriteDataset
+from pipelines.write import WriteDataset, WriteDocumentBucketFn
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[[str], None] = log.info) -> Manifest:
-    """Preprocess ``cfg.input`` into a dataset at ``cfg.output.path`` and return its manifest."""
+def _resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo: Callable[[str], None],
+                       progress: ProgressSettings | None) -> tuple[str, TokenizerInfo]:
+    """``plan.resolve_tokenizer``, with a progress line while a tokenizer's sample is read."""
+    if progress is None or cfg.tokenizer.path:
+        return resolve_tokenizer(cfg, files, echo=echo)
+    started = time.perf_counter()
+    printer = LinePrinter(progress, emit=echo, write=_write_stderr)
+    throttle = Throttle(progress.interval, wait_first=True)
+
+    def on_document(docs: int, chars: int) -> None:
+        if throttle.ready():
+            printer.show(format_sample_progress(docs, chars, cfg.tokenizer.train_sample_bytes,
+                                                elapsed=time.perf_counter() - started))
+
+    def on_sampled(docs: int, chars: int) -> None:
+        printer.end()
+        echo(f"training a WordPiece tokenizer on {docs} documents ({chars / 1e6:,.1f} MB of text)")
+
+    return resolve_tokenizer(cfg, files, echo=echo, on_document=on_document, on_sampled=on_sampled,
+                             show_progress=progress.terminal)
+
+
+def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[[str], None] = log.info,
+        progress: ProgressSettings | None = None) -> Manifest:
+    """Preprocess ``cfg.input`` into a dataset at ``cfg.output.path`` and return its manifest.
+
+    With ``progress``, a line says what the run is doing every ``progress.interval`` seconds
+    (``pipelines.progress``)."""
     cfg.require_paths(source="preprocess")
     root: str = cfg.output.path  # type: ignore[assignment]
     files = list_input_files(cfg.input.paths)
     inputs = inputs_of(cfg.input.paths, files)
     publication.check_output(root, overwrite=cfg.output.overwrite)
-    tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo)
+    tokenizer_json, info = _resolve_tokenizer(cfg, files, echo=echo, progress=progress)
     fixed_labels = resolve_labels(cfg)
     plan = plan_buckets(cfg, files, info.vocab_size)
     id_type = id_type_for(info.vocab_size)
@@ -66,11 +98,19 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
         started = time.perf_counter()
         # Local runners hold GroupByKey data in memory; spill it to scratch files instead.
         spill_dir = scratch.make_dir("mlm-data-shuffle-") if runs_on_this_machine(options) else None
+        # Local workers report progress through files there (see pipelines.progress).
+        progress_dir = os.path.join(spill_dir, "progress") if spill_dir and progress else None
+        if progress_dir:
+            os.mkdir(progress_dir)
+        size = RunSize(files=len(files), text_bytes=plan.estimated_text_bytes,
+                       buckets=plan.num_buckets + plan.validation_buckets)
         try:
             with lifetime.as_driver():
                 _run_pipeline(cfg, options, files=files, inputs=inputs, info=info, tokenizer_url=tokenizer_url,
                               plan=plan, id_type=id_type, fixed_labels=fixed_labels, spill_dir=spill_dir,
-                              output=output)
+                              output=output, progress_dir=progress_dir,
+                              run=lambda p: run_pipeline(p, progress, size, directory=progress_dir, emit=echo,
+                                                         write=_write_stderr))
         finally:
             if spill_dir:
                 shutil.rmtree(spill_dir, ignore_errors=True)
@@ -80,25 +120,35 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     return manifest
 
 
+def _write_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
 def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Sequence[InputFile], inputs: Inputs,
                   info: TokenizerInfo, tokenizer_url: str, plan: BucketPlan, id_type: pa.DataType,
-                  fixed_labels: list[str] | None, spill_dir: str | None, output: publication.Output) -> None:
-    with beam.Pipeline(runner=make_runner(options), options=options) as p:
-        batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars,
-                                                       cfg.instances.task)
-        labels: beam.PCollection | None = None
-        if cfg.instances.task in LABELLED_TASKS:
-            keyed, summaries, labels = batches | "PrepareLabelled" >> PrepareLabelled(
-                cfg, info, tokenizer_url=tokenizer_url, num_buckets=plan.num_buckets,
-                validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels, spill_dir=spill_dir)
-            create_rows: beam.DoFn = CreateLabelledRowsFn(cfg, info)
-        else:
-            batches = batches | "Quality" >> QualityStages(cfg, spill_dir=spill_dir)
-            keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
-                clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256,
-                num_buckets=plan.num_buckets, validation_buckets=plan.validation_buckets,
-                validation_fraction=cfg.output.validation_fraction, id_type=id_type,
-                overlap_tokenization=runner_keeps_finish_bundle_output(options), spill_dir=spill_dir)
-            create_rows = CreateInstancesFn(cfg, info)
-        _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
-            cfg, info, inputs=inputs, id_type=id_type, create_rows=create_rows, labels=labels, lease=output.ticket)
+                  fixed_labels: list[str] | None, spill_dir: str | None, output: publication.Output,
+                  progress_dir: str | None, run: Callable[[beam.Pipeline], None]) -> None:
+    id_itemsize = np.dtype(id_type.to_pandas_dtype()).itemsize
+    p = beam.Pipeline(runner=make_runner(options), options=options)
+    batches = p | "ReadDocuments" >> ReadDocuments(files, cfg.input, cfg.clean.max_document_chars,
+                                                   cfg.instances.task, progress_dir=progress_dir)
+    labels: beam.PCollection | None = None
+    if cfg.instances.task in LABELLED_TASKS:
+        keyed, summaries, labels = batches | "PrepareLabelled" >> PrepareLabelled(
+            cfg, info, tokenizer_url=tokenizer_url, num_buckets=plan.num_buckets,
+            validation_buckets=plan.validation_buckets, fixed_labels=fixed_labels, spill_dir=spill_dir)
+        write_bucket: beam.DoFn = WriteLabelledBucketFn(cfg, info, id_itemsize=id_itemsize, progress_dir=progress_dir)
+    else:
+        batches = batches | "Quality" >> QualityStages(cfg, spill_dir=spill_dir)
+        keyed, summaries = batches | "PrepareDocuments" >> PrepareDocuments(
+            clean=cfg.clean, tokenizer_url=tokenizer_url, tokenizer_sha256=info.sha256,
+            num_buckets=plan.num_buckets, validation_buckets=plan.validation_buckets,
+            validation_fraction=cfg.output.validation_fraction, id_type=id_type,
+            donations=DonationConfig(cfg.seed, cfg.instances.max_seq_length) if cfg.instances.task == "mlm_nsp" else None,
+            overlap_tokenization=runner_keeps_finish_bundle_output(options), spill_dir=spill_dir,
+            progress_dir=progress_dir)
+        write_bucket = WriteDocumentBucketFn(cfg, info, id_itemsize=id_itemsize, progress_dir=progress_dir)
+    _ = (keyed, summaries) | "WriteDataset" >> WriteDataset(
+        cfg, info, inputs=inputs, id_type=id_type, write_bucket=write_bucket, labels=labels, lease=output.ticket)
+    run(p)

@@ -1,4 +1,4 @@
-"""CreateInstances, WriteShards and WriteManifest: the per-bucket half and the final commit."""
+"""WriteBuckets and WriteManifest: the per-bucket half and the final commit."""
 
 from __future__ import annotations
 
@@ -6,52 +6,54 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 
 from mlm_data.config.preprocess import PreprocessConfig
-from mlm_data.dataset.assemble import Summary, WrittenBucket, assemble, publish, write_bucket
-from mlm_data.dataset.shards import IpcFormat
-from mlm_data.instances.bucket_rows import BucketRows, build_rows
+from mlm_data.dataset.assemble import Summary, WrittenBucket, assemble, publish
 from mlm_data.lifetime import ProcessId, exit_if_orphaned
 from mlm_data.reading.input_files import Inputs
+from mlm_data.stages.write_bucket import WindowDone, write_document_bucket
 from mlm_data.storage.lease import LeaseTicket
-from mlm_data.text.tokenized import TokenizedDocuments
 from mlm_data.text.tokenizer import TokenizerInfo
 from pipelines.counters import report
-from pipelines.shuffle import decode_payload
+from pipelines.memory import release_free_memory
+from pipelines.progress import ProgressTally
+from pipelines.shuffle import decode_payload, local_payloads
 
 
-class CreateInstancesFn(beam.DoFn):
-    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo) -> None:
+class WriteDocumentBucketFn(beam.DoFn):
+    """One bucket of tokenized documents → its shards, a window at a time
+    (``mlm_data.stages.write_bucket``). Shards go straight to their final, content-addressed
+    names; a retried bundle rewrites the same bytes to the same names. A worker whose driver is
+    gone writes nothing more."""
+
+    def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, id_itemsize: int,
+                 progress_dir: str | None = None) -> None:
         self._cfg = cfg
         self._tokenizer = tokenizer
-
-    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]]) -> Iterator[object]:
-        (split, bucket), payloads = element
-        tables = [decode_payload(p) for p in payloads]
-        docs = TokenizedDocuments.from_arrow(pa.concat_tables(tables))
-        rows = build_rows(docs, cfg=self._cfg, tokenizer=self._tokenizer, split=split, bucket=bucket)
-        report(rows.counts)
-        yield (split, bucket), rows
-
-
-class WriteShardsFn(beam.DoFn):
-    """Writes a bucket's rows as shards of about the target size, straight to their final,
-    content-addressed names; a retried bundle rewrites the same bytes to the same names. A
-    worker whose driver is gone writes nothing more."""
-
-    def __init__(self, root: str, target_bytes: int, id_itemsize: int, ipc_format: IpcFormat) -> None:
-        self._root = root
-        self._target = target_bytes
         self._itemsize = id_itemsize
-        self._ipc_format = ipc_format
         self._driver = ProcessId.current()
+        self._progress_dir = progress_dir
 
-    def process(self, element: tuple[tuple[str, int], BucketRows]) -> Iterator[WrittenBucket]:
-        (split, bucket), rows = element
-        yield write_bucket(self._root, split, bucket, rows, target_bytes=self._target, id_itemsize=self._itemsize,
-                           ipc_format=self._ipc_format, driver=self._driver)
+    def setup(self) -> None:
+        self._progress = ProgressTally(self._progress_dir)
+
+    def process(self, element: tuple[tuple[str, int], Iterable[bytes | str]]) -> Iterator[WrittenBucket]:
+        (split, bucket), payloads = element
+
+        def on_window(done: WindowDone) -> None:
+            self._progress.add(tokens_placed=done.document_tokens, rows_written=done.rows,
+                               row_tokens_written=done.row_tokens)
+            release_free_memory()
+
+        with local_payloads(payloads) as paths:
+            result = write_document_bucket(lambda: (decode_payload(p) for p in paths), cfg=self._cfg,
+                                           tokenizer=self._tokenizer, split=split, bucket=bucket,
+                                           id_itemsize=self._itemsize, driver=self._driver, on_window=on_window)
+        report(result.counts)
+        self._progress.add(shards_written=len(result.shards), buckets_written=1)
+        self._progress.flush()
+        yield result
 
 
 class WriteManifestFn(beam.DoFn):
@@ -79,14 +81,14 @@ class WriteManifestFn(beam.DoFn):
 class WriteDataset(beam.PTransform):
     """Keyed bucket payloads + per-batch summaries → shards and, last, the manifest.
 
-    ``create_rows`` turns one bucket's payloads into ``BucketRows`` (``CreateInstancesFn`` for
-    text corpora). ``labels``, for the classification tasks, is a one-element PCollection
-    holding the label vocabulary: ``create_rows`` then receives it as a side input, and the
-    manifest records it.
+    ``write_bucket`` turns one bucket's payloads into its shards and a ``WrittenBucket``
+    (``WriteDocumentBucketFn`` for text corpora). ``labels``, for the classification tasks, is
+    a one-element PCollection holding the label vocabulary: ``write_bucket`` then receives it
+    as a side input, and the manifest records it.
     """
 
     def __init__(self, cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, inputs: Inputs,
-                 id_type: pa.DataType, create_rows: beam.DoFn, labels: beam.PCollection | None = None,
+                 id_type: pa.DataType, write_bucket: beam.DoFn, labels: beam.PCollection | None = None,
                  lease: LeaseTicket | None = None) -> None:
         super().__init__()
         self._lease = lease
@@ -94,7 +96,7 @@ class WriteDataset(beam.PTransform):
         self._tokenizer = tokenizer
         self._inputs = inputs
         self._id_type = id_type
-        self._create_rows = create_rows
+        self._write_bucket = write_bucket
         self._labels = labels
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
@@ -104,10 +106,7 @@ class WriteDataset(beam.PTransform):
         written = (
             keyed
             | "GroupIntoBuckets" >> beam.GroupByKey()
-            | "CreateRows" >> beam.ParDo(self._create_rows, *labels)
-            | "WriteShards" >> beam.ParDo(
-                WriteShardsFn(cfg.output.path, cfg.output.target_shard_bytes,
-                              np.dtype(self._id_type.to_pandas_dtype()).itemsize, cfg.output.ipc_format))
+            | "WriteBuckets" >> beam.ParDo(self._write_bucket, *labels)
         )
         return (
             keyed.pipeline

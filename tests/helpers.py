@@ -36,3 +36,34 @@ def random_docs(rng: np.random.Generator, n_docs: int, *, sentences: tuple[int, 
     lens = [list(rng.integers(tokens[0], tokens[1] + 1, size=int(rng.integers(sentences[0], sentences[1] + 1))))
             for _ in range(n_docs)]
     return synthetic_docs(lens)
+
+
+def bucket_windows(docs: TokenizedDocuments, *, num_buckets: int = 1, seed: int = 0, max_seq_length: int = 128,
+                   window_tokens: int = 1 << 40) -> dict[int, list]:
+    """Route ``docs`` (and the segments they donate) the way the pipeline does, then cut each
+    bucket into windows of at most about ``window_tokens``: ``{bucket: [Window, ...]}``."""
+    import pyarrow as pa
+
+    from mlm_data.instances.donors import DonationConfig
+    from mlm_data.instances.windows import (
+        assemble_window,
+        plan_windows,
+        row_keys_and_tokens,
+        select_rows,
+    )
+    from mlm_data.stages.prepare_documents import assign_buckets
+
+    routed = assign_buckets(docs, num_buckets=num_buckets, validation_buckets=0, validation_fraction=0.0,
+                            id_type=pa.uint32(), donations=DonationConfig(seed, max_seq_length))
+    out = {}
+    for (_, bucket), payload in sorted(routed.items()):
+        keys, tokens = row_keys_and_tokens(payload, seed=seed)
+        plan = plan_windows(keys, tokens, max_tokens=window_tokens)
+        out[bucket] = [assemble_window([p for p in [select_rows(payload, plan, w, seed=seed)] if p is not None],
+                                       seed=seed, deduplicate=True) for w in range(plan.num_windows)]
+    return out
+
+
+def one_window(docs: TokenizedDocuments, *, seed: int = 0, max_seq_length: int = 128):
+    """All of ``docs`` in one window, with the segments they donate as random-next partners."""
+    return bucket_windows(docs, seed=seed, max_seq_length=max_seq_length)[0][0]

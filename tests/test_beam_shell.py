@@ -28,16 +28,17 @@ import trainer.config
 import trainer.loading.options
 from mlm_data.config.loading import load
 from mlm_data.config.preprocess import CleanConfig, InputConfig, PreprocessConfig
+from mlm_data.instances.donors import DonationConfig
 from mlm_data.reading.document_reader import Document
 from mlm_data.reading.input_files import InputFile, inputs_of
 from mlm_data.stages.batches import Batch
 from mlm_data.text.tokenizer import describe, parse_tokenizer
 from pipelines.document_stages import AssignBucketsFn, CleanAndSplitFn, TokenizeFn
-from pipelines.labelled_stages import CreateLabelledRowsFn, EncodeLabelledFn, RouteLabelledFn
+from pipelines.labelled_stages import EncodeLabelledFn, RouteLabelledFn, WriteLabelledBucketFn
 from pipelines.near_dedup import ApplyDropsFn, SignFn, StoreBatchFn, VerifyBucketFn, WriteClustersFn
 from pipelines.quality import FilterFn
 from pipelines.read import ReadFileFn
-from pipelines.write import CreateInstancesFn, WriteManifestFn, WriteShardsFn
+from pipelines.write import WriteDocumentBucketFn, WriteManifestFn
 
 from conftest import REPO, TOKENIZER, demo_documents
 
@@ -76,15 +77,15 @@ def dofns(info, tmp: Path) -> dict[str, beam.DoFn]:
     labelled = dataclasses.replace(cfg, instances=dataclasses.replace(cfg.instances, task="sequence_classification"))
     route = dict(num_buckets=3, validation_buckets=1, validation_fraction=0.1)
     return {
-        "ReadFileFn": ReadFileFn(cfg.input, 1000, "mlm_nsp"),
+        "ReadFileFn": ReadFileFn(cfg.input, 1000, "mlm_nsp", progress_dir=str(tmp)),
         "CleanAndSplitFn": CleanAndSplitFn(cfg.clean),
-        "TokenizeFn": TokenizeFn(str(TOKENIZER), info.sha256),
-        "AssignBucketsFn": AssignBucketsFn(**route, id_type=pa.uint16(), spill_dir=str(tmp)),
+        "TokenizeFn": TokenizeFn(str(TOKENIZER), info.sha256, progress_dir=str(tmp)),
+        "AssignBucketsFn": AssignBucketsFn(**route, id_type=pa.uint16(), donations=DonationConfig(cfg.seed, 128),
+                                           spill_dir=str(tmp)),
         "EncodeLabelledFn": EncodeLabelledFn(labelled, str(TOKENIZER), info.sha256, cls_id=2, sep_id=3),
         "RouteLabelledFn": RouteLabelledFn(**route, spill_dir=None),
-        "CreateLabelledRowsFn": CreateLabelledRowsFn(labelled, info),
-        "CreateInstancesFn": CreateInstancesFn(cfg, info),
-        "WriteShardsFn": WriteShardsFn(str(tmp / "out"), 1 << 20, 2, "stream"),
+        "WriteLabelledBucketFn": WriteLabelledBucketFn(labelled, info, id_itemsize=2, progress_dir=str(tmp)),
+        "WriteDocumentBucketFn": WriteDocumentBucketFn(cfg, info, id_itemsize=2, progress_dir=str(tmp)),
         "WriteManifestFn": WriteManifestFn(cfg, info, inputs=inputs_of([str(tmp)], []), id_dtype="uint16", lease=None),
         "FilterFn": FilterFn(cfg.filters, cfg.clean),
         "SignFn": SignFn(cfg.dedup, cfg.clean, cfg.seed, str(tmp)),

@@ -115,7 +115,9 @@ def test_causal_lm_learns_on_the_bundled_corpus_and_generates(causal_data, tmp_p
     train = [r for r in records if r["split"] == "train"]
     evals = [r for r in records if r["split"] == "validation"]
     assert train[0]["loss"] > 7.0  # ln 2000 = 7.6: the untrained guess
-    assert evals[0]["loss"] > 7.0 and evals[-1]["loss"] < evals[0]["loss"] - 1.5
+    # 60 steps take 1.4-1.5 nats off the untrained loss, depending on which blocks the eval
+    # batches hold (their order is a keyed shuffle that changed with instances_version 2).
+    assert evals[0]["loss"] > 7.0 and evals[-1]["loss"] < evals[0]["loss"] - 1.3
     assert evals[-1]["accuracy"] > evals[-1]["unigram_accuracy"]  # beyond a frequency table
     assert {"loss", "perplexity", "accuracy", "unigram_accuracy", "predictions"} <= evals[-1].keys()
     assert (run / "tokenizer.json").is_file()

@@ -29,7 +29,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from s3fs.errors import translate_boto_error
 from yarl import URL
 
-import mlm_data.dataset.assemble
 from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, StorageError
@@ -298,20 +297,19 @@ def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, prep
     out = s3.url("ds")
     for name, data in reference[1].items():   # an existing dataset, to be overwritten
         s3.put(f"ds/{name}", data)
-    real_write_shard = mlm_data.dataset.assemble.write_shard
+    real_publish = storage.publish_file
     written: list[str] = []
 
-    def write_then_fail(root, stem, table, **kwargs):
-        shard = real_write_shard(root, stem, table, **kwargs)
-        written.append(shard.path)
-        if stem == "train/shard-00003-000":
+    def publish_then_fail(local_path, url):
+        real_publish(local_path, url)
+        written.append(url.split("/ds/", 1)[1])
+        if "/train/shard-00003-000-" in url:
             assert s3.keys("ds") == sorted({*reference[1], *written, ".writer-lease.json", reference[0].tokenizer["path"]})
             code, out_, err = run_cli(capsys, "verify", out, "--quiet")   # the old dataset, mid-run
             assert code == 0, out_ + err
             raise RuntimeError("worker lost after writing its shard")
-        return shard
 
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_then_fail)
+    monkeypatch.setattr(storage, "publish_file", publish_then_fail)
     with pytest.raises(Exception, match="worker lost after writing its shard"):
         preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 5, "output.overwrite": True})
     assert "train/shard-00003-000" in " ".join(written)   # the failed run got that far
@@ -319,7 +317,7 @@ def test_a_failed_overwrite_leaves_the_old_dataset_intact(s3, small_corpus, prep
     assert s3.objects("ds") == reference[1]
     assert Manifest.load(out).data == reference[0].data
 
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", real_write_shard)
+    monkeypatch.setattr(storage, "publish_file", real_publish)
     manifest = preprocess(str(small_corpus), out, **{**KW, "output.num_buckets": 2, "output.overwrite": True})
     assert s3.keys("ds") == expected_keys(manifest)   # the old dataset's files removed once replaced
     assert Manifest.load(out).data == manifest.data

@@ -22,6 +22,7 @@ import torch
 from mlm_data.dataset.manifest import Manifest, ShardEntry, build_manifest_data, write_manifest
 from mlm_data.dataset.schema import SCHEMA_VERSION, schema_for
 from mlm_data.dataset.shards import decode_table, fetch_shard, list_array, write_shard
+from mlm_data.instances.bucket_rows import INSTANCES_VERSION
 from mlm_data.text.tokenizer import describe, parse_tokenizer
 from trainer.loading.loader import DataSource, ShardLoader
 from trainer.loading.options import LoaderOptions
@@ -103,7 +104,8 @@ def labelled_dataset(root: Path, task: str, *, rows: int = 90, shards: int = 3, 
                                   num_tokens=int(lengths[lo:hi].sum()), num_bytes=written.num_bytes,
                                   sha256=written.sha256))
     data = build_manifest_data(
-        task=task, schema_version=SCHEMA_VERSION, id_dtype=str(id_type), max_seq_length=32, static_masking=False,
+        task=task, schema_version=SCHEMA_VERSION, instances_version=INSTANCES_VERSION, id_dtype=str(id_type),
+        max_seq_length=32, static_masking=False,
         tokenizer=info.as_manifest("tokenizer.json"), config={}, shards=entries,
         counts={"documents_read": rows, "documents_written": rows, "documents_dropped": {}},
         files={"listed": 0, "problems": []}, stats={}, labels=names, created_by="tests")

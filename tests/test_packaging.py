@@ -178,7 +178,7 @@ def test_documented_dataflow_command_parses(monkeypatch):
     argv = ["preprocess", *shlex.split(block.replace("\\\n", " "))]
     seen = {}
 
-    def submit(cfg, *, beam_args, echo):
+    def submit(cfg, *, beam_args, echo, progress=None):
         seen.update(cfg=cfg, beam_args=list(beam_args))
         raise _Submitted
 

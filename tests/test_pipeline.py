@@ -65,7 +65,8 @@ def test_bad_file_fails_clearly_and_leaves_no_dataset(tmp_path, preprocess):
 
 
 def test_byte_identical_across_runners_and_reruns(tmp_path, small_corpus, preprocess):
-    kw = {"output.num_buckets": 3, "output.validation_fraction": 0.1}
+    # 1 MiB of bucket memory: each bucket is made into rows in several windows.
+    kw = {"output.num_buckets": 3, "output.validation_fraction": 0.1, "output.bucket_memory_mb": 1}
     preprocess(str(small_corpus), tmp_path / "inproc", **kw)
     preprocess(str(small_corpus), tmp_path / "multi", beam_args=[
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"], **kw)
@@ -245,3 +246,20 @@ def test_local_runs_spill_the_shuffle_and_clean_up(tmp_path, small_corpus, prepr
     with pytest.raises(InputError):
         preprocess(str(bad.parent), tmp_path / "out2")
     assert list(scratch.iterdir()) == []
+
+
+def test_chunks_without_a_pair_partner_are_counted(tmp_path, small_corpus, preprocess):
+    """A corpus of one document has no random-next partner anywhere: its one-sentence chunks
+    cannot make rows, and the manifest and inspect say how many and how many tokens. With
+    partners donated corpus-wide, even 16 buckets for 60 documents lose nothing."""
+    from mlm_data.dataset.inspection import render, summarize
+
+    one = write_corpus(tmp_path / "one", [demo_documents(1)])
+    m = preprocess(str(one), tmp_path / "out-one", **{"instances.max_seq_length": 32})
+    lost = m.data["counts"]["chunks_dropped"]["no_pair_partner"]
+    assert lost["chunks"] >= 1 and lost["tokens"] >= lost["chunks"]
+    assert m.data["stats"]["train"]["nsp"]["random_next"] == 0
+    assert f"chunks dropped no_pair_partner {lost['chunks']:,} ({lost['tokens']:,} tokens)" in render(summarize(m))
+
+    many = preprocess(str(small_corpus), tmp_path / "out-many", **{"output.num_buckets": 16})
+    assert many.data["counts"]["chunks_dropped"] == {"no_pair_partner": {"chunks": 0, "tokens": 0}}

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-import mlm_data.dataset.assemble
+from mlm_data import storage
 from mlm_data.dataset.inspection import verify
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.publication import Output, discard_unpublished
@@ -89,17 +90,16 @@ def test_a_run_failing_midway_leaves_exactly_the_old_dataset(old, tmp_path, smal
 
 def test_the_old_dataset_stays_valid_until_the_new_one_replaces_it(old, small_corpus, preprocess, monkeypatch):
     root, before = old
-    real_write_shard = mlm_data.dataset.assemble.write_shard
+    real_publish_file = storage.publish_file
     checked = []
 
-    def check_old_then_write(where, stem, table, **kwargs):
-        written = real_write_shard(where, stem, table, **kwargs)
+    def check_old_then_publish(local_path, url):
+        real_publish_file(local_path, url)
         assert files(root).items() >= before.items()   # the old files, unchanged, next to the new ones
         assert verify(Manifest.load(str(root))).ok
-        checked.append(written.path)
-        return written
+        checked.append(os.path.relpath(url, root))
 
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", check_old_then_write)
+    monkeypatch.setattr(storage, "publish_file", check_old_then_publish)
     manifest = preprocess(str(small_corpus), root, **{**KW, "output.num_buckets": 3, "output.overwrite": True})
     assert checked and set(checked) <= {s.path for s in manifest.shards}
     after = files(root)
@@ -107,7 +107,7 @@ def test_the_old_dataset_stays_valid_until_the_new_one_replaces_it(old, small_co
                                    *(s.path for s in manifest.shards)])
     assert verify(manifest).ok
     # Same input, tokenizer and config: the same names and bytes, wherever and whenever written.
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", real_write_shard)
+    monkeypatch.setattr(storage, "publish_file", real_publish_file)
     assert preprocess(str(small_corpus), root.parent / "again", **{**KW, "output.num_buckets": 3}).data == manifest.data
     assert files(root.parent / "again") == after
 

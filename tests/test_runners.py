@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-import mlm_data.dataset.assemble
+from mlm_data import storage
 from mlm_data.dataset import publication
 from mlm_data.dataset.manifest import Manifest
 from pipelines.runner import (
@@ -37,7 +37,7 @@ from pipelines.runner import (
 
 from conftest import demo_documents, write_corpus
 
-KW = {"output.num_buckets": 3, "output.validation_fraction": 0.1}
+KW = {"output.num_buckets": 3, "output.validation_fraction": 0.1, "output.bucket_memory_mb": 1}  # several windows
 IN_PROCESS = ["--runner", "DirectRunner", "--direct_running_mode", "in_memory"]
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -86,14 +86,14 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
     ref_manifest, ref_files = reference
     victim = ref_manifest.shards_for("train")[1].path
     calls: Counter[str] = Counter()
-    real_write_shard, real_write_manifest = mlm_data.dataset.assemble.write_shard, publication.write_manifest
+    real_publish, real_write_manifest = storage.publish_file, publication.write_manifest
 
-    def write_shard_then_fail_once(root, stem, table, **kwargs):
-        written = real_write_shard(root, stem, table, **kwargs)
-        calls[written.path] += 1
-        if written.path == victim and calls[written.path] == 1:
-            raise RuntimeError(f"injected: worker lost after writing {written.path}")
-        return written
+    def publish_shard_then_fail_once(local_path, url):
+        real_publish(local_path, url)
+        rel_path = url.split("/out/", 1)[1]
+        calls[rel_path] += 1
+        if rel_path == victim and calls[rel_path] == 1:
+            raise RuntimeError(f"injected: worker lost after writing {rel_path}")
 
     def write_manifest_then_fail_once(root, data):
         real_write_manifest(root, data)
@@ -101,7 +101,7 @@ def test_retried_bundles_write_each_shard_exactly_once(tmp_path, small_corpus, p
         if calls["manifest.json"] == 1:
             raise RuntimeError("injected: worker lost after publishing the manifest")
 
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_shard_then_fail_once)
+    monkeypatch.setattr(storage, "publish_file", publish_shard_then_fail_once)
     monkeypatch.setattr(publication, "write_manifest", write_manifest_then_fail_once)
     manifest = preprocess(str(small_corpus), tmp_path / "out", beam_args=["--runner", "BundleBasedDirectRunner"],
                           **KW)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import mlm_data.dataset.assemble
+from mlm_data import storage
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.errors import ConfigError, OutputBusyError
 from mlm_data.lifetime import ProcessId
@@ -214,14 +214,14 @@ def test_stale_time_comes_from_the_environment(monkeypatch):
 def test_a_run_that_lost_its_lease_neither_publishes_nor_reports_success(tmp_path, small_corpus, monkeypatch,
                                                                          capsys):
     out = tmp_path / "ds"
-    real_write_shard = mlm_data.dataset.assemble.write_shard
+    real_publish_file = storage.publish_file
 
-    def write_after_a_takeover(root, stem, table, **kwargs):
+    def publish_after_a_takeover(local_path, url):
         # Another run decided this one was dead and took the output over.
         (out / LEASE_NAME).write_bytes(lease_body(renewed_ago=0))
-        return real_write_shard(root, stem, table, **kwargs)
+        real_publish_file(local_path, url)
 
-    monkeypatch.setattr(mlm_data.dataset.assemble, "write_shard", write_after_a_takeover)
+    monkeypatch.setattr(storage, "publish_file", publish_after_a_takeover)
     code, stdout, err = run_cli(capsys, *preprocess_argv(small_corpus, str(out)))
     assert code == 2 and stdout == "" and "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("mlm-data error:")]

@@ -222,7 +222,14 @@ class OutputConfig:
     """Documents are hashed into this many buckets, each written as its own shard(s); 0 picks
     a number from the input size so that a bucket makes about one shard of the target size."""
     target_shard_bytes: int = 128 * MiB
-    """A bucket's rows are split into shards of about this size."""
+    """A bucket's rows are split into shards of about this size (the last shard of a bucket
+    may be smaller). Streamed to disk: it does not change memory."""
+    bucket_memory_mb: int = 256
+    """Memory for making one bucket's rows: a bucket is processed in windows of about
+    ``bucket_memory_mb * 2**20 / (32 * instances.dupe_factor)`` tokens (8.4 M at 256), so the
+    peak of that stage depends on this knob, not on the corpus, the bucket or the shard size.
+    Each worker process adds its own base (~0.35 GB); on Dataflow count one window per harness
+    thread."""
     validation_fraction: float = 0.0
     """Share of documents (by stable hash) set aside as a ``validation`` split."""
     overwrite: bool = False
@@ -238,6 +245,8 @@ class OutputConfig:
             errors.append(f"num_buckets: must be >= 0 (0 = automatic), found {self.num_buckets}")
         if self.target_shard_bytes < 4096:
             errors.append(f"target_shard_bytes: must be at least 4096, found {self.target_shard_bytes}")
+        if self.bucket_memory_mb < 1:
+            errors.append(f"bucket_memory_mb: must be at least 1, found {self.bucket_memory_mb}")
         if not 0.0 <= self.validation_fraction < 1.0:
             errors.append(f"validation_fraction: must be in [0, 1), found {self.validation_fraction}")
         check(errors)

@@ -1,8 +1,6 @@
-"""The dataset's last two steps as plain functions: a bucket's shards, then the manifest.
+"""The dataset's last step as plain functions: every bucket's outcome in, the manifest out.
 
-``write_bucket`` writes one bucket's rows as shards of about the target size, straight to
-their final deterministic names (a retried bundle rewrites the same bytes to the same names).
-``assemble`` turns every bucket's outcome and every stage's tallies into the manifest's
+Buckets are written by ``stages.write_bucket`` (a ``WrittenBucket`` each). ``assemble`` turns every bucket's outcome and every stage's tallies into the manifest's
 content, and refuses to publish a dataset whose accounting does not balance or that holds no
 rows. ``publish`` writes ``run.json``, then the manifest (last: only now is the directory a
 dataset), then removes files of earlier runs that the manifest does not list
@@ -15,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlm_data import __version__, storage
@@ -25,10 +23,8 @@ from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.dataset import publication, stats
 from mlm_data.dataset.manifest import ShardEntry, build_manifest_data, manifest_bytes
 from mlm_data.dataset.schema import SCHEMA_VERSION
-from mlm_data.dataset.shards import IpcFormat, shard_stem, split_points, write_shard
 from mlm_data.errors import DatasetError, InputError
-from mlm_data.instances.bucket_rows import BucketRows
-from mlm_data.lifetime import ProcessId, exit_if_orphaned
+from mlm_data.instances.bucket_rows import INSTANCES_VERSION
 from mlm_data.reading.input_files import Inputs
 from mlm_data.reading.records import FileProblem
 from mlm_data.storage.lease import LeaseTicket
@@ -42,29 +38,16 @@ RUN_NAME = "run.json"
 Summary = tuple[Counts, list[FileProblem], dict[str, int]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class WrittenBucket:
+    """What the manifest needs from one bucket: its shards, tallies and row statistics."""
+
     split: str
-    shards: tuple[ShardEntry, ...]
-    stats: dict[str, Any]
+    shards: list[ShardEntry]
     counts: Counts
-
-
-def write_bucket(root: str, split: str, bucket: int, rows: BucketRows, *, target_bytes: int,
-                 id_itemsize: int, ipc_format: IpcFormat, driver: ProcessId | None = None) -> WrittenBucket:
-    """Write ``rows`` as ``{split}/shard-{bucket}-{part}-{hash}.arrow`` files of about
-    ``target_bytes``; before each, stop if ``driver`` (the process the run belongs to) is gone."""
-    row_bytes = rows.row_tokens * (id_itemsize + 0.125) + 16
-    entries = []
-    for part, (lo, hi) in enumerate(split_points(row_bytes, target_bytes)):
-        if driver is not None:
-            exit_if_orphaned(driver)
-        written = write_shard(root, shard_stem(split, bucket, part), rows.table.slice(lo, hi - lo),
-                              ipc_format=ipc_format)
-        entries.append(ShardEntry(path=written.path, split=split, num_rows=written.num_rows,
-                                  num_tokens=int(rows.row_tokens[lo:hi].sum()), num_bytes=written.num_bytes,
-                                  sha256=written.sha256))
-    return WrittenBucket(split=split, shards=tuple(entries), stats=rows.stats, counts=rows.counts)
+    stats: dict[str, Any]
+    chunks_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Document chunks that made no row, by reason (``instances.pairing``)."""
 
 
 def recorded_config(cfg: PreprocessConfig, inputs: Inputs) -> dict[str, Any]:
@@ -107,11 +90,13 @@ def assemble(cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, inputs: Inputs,
     for b in buckets:
         if b.shards:
             per_split.setdefault(b.split, []).append(b.stats)
+    chunks_dropped = stats.merge(sorted((b.chunks_dropped for b in buckets if b.chunks_dropped), key=str))
     problems = sorted(({"file": p.name, "reason": p.reason, "detail": p.detail} for _, ps, _ in summaries for p in ps),
                       key=lambda p: (p["file"], p["reason"]))
     return build_manifest_data(
         task=cfg.instances.task,
         schema_version=SCHEMA_VERSION,
+        instances_version=INSTANCES_VERSION,
         id_dtype=id_dtype,
         ipc_format=cfg.output.ipc_format,
         max_seq_length=cfg.instances.max_seq_length,
@@ -119,7 +104,9 @@ def assemble(cfg: PreprocessConfig, tokenizer: TokenizerInfo, *, inputs: Inputs,
         tokenizer=tokenizer.as_manifest(publication.tokenizer_name(tokenizer.sha256)),
         config=recorded_config(cfg, inputs),
         shards=shards,
-        counts={**total.as_manifest(), **({"tokenization": dict(sorted(facts.items()))} if facts else {})},
+        counts={**total.as_manifest(),
+                **({"chunks_dropped": dict(sorted(chunks_dropped.items()))} if chunks_dropped else {}),
+                **({"tokenization": dict(sorted(facts.items()))} if facts else {})},
         files={"listed": inputs.num_files, "problems": problems},
         stats={k: stats.merge(sorted(v, key=_stats_order)) for k, v in per_split.items()},
         labels=labels,

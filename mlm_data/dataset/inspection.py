@@ -119,6 +119,8 @@ def render(summary: dict[str, Any]) -> str:
     width = max([22, *map(len, c["documents_dropped"])])  # filter.<rule> names run long
     for reason, n in c["documents_dropped"].items():
         lines.append(f"  dropped {reason:<{width}}{n:>10,}")
+    for reason, lost in c.get("chunks_dropped", {}).items():
+        lines.append(f"chunks dropped {reason} {lost['chunks']:,} ({lost['tokens']:,} tokens)")
     files = c.get("files", {})
     for p in files.get("problems", []):
         lines.append(f"  file {p['file']}: {p['reason']} ({p['detail']})")

@@ -1,7 +1,9 @@
 """``manifest.json``: the one file that makes a directory a dataset.
 
 It is written last, in one step, only after every shard is complete; readers trust nothing
-else. It records the schema version, task, resolved config, tokenizer and its hash, every
+else. It records the schema version (the columns readers rely on), the instances version (the
+rules that made the rows from the documents; readers need not check it), task, resolved
+config, tokenizer and its hash, every
 shard with rows/tokens/bytes/sha256, totals per split, the document accounting
 (``documents_read == documents_written + sum(documents_dropped)``) and statistics.
 """
@@ -211,6 +213,7 @@ def build_manifest_data(
     *,
     task: str,
     schema_version: int,
+    instances_version: int,
     id_dtype: str,
     ipc_format: str = "stream",
     max_seq_length: int,
@@ -236,6 +239,7 @@ def build_manifest_data(
     return {
         "format": FORMAT_NAME,
         "schema_version": schema_version,
+        "instances_version": instances_version,
         "task": task,
         "created_by": created_by,
         "id_dtype": id_dtype,

@@ -69,26 +69,6 @@ def decode_table(data: bytes | pa.Buffer, *, source: str) -> pa.Table:
         raise DatasetError(f"{source}: not a readable Arrow IPC shard ({e}); re-create the dataset") from None
 
 
-def split_points(row_bytes: np.ndarray, target_bytes: int) -> list[tuple[int, int]]:
-    """Cut rows into consecutive parts of about ``target_bytes`` each (at least one row each).
-
-    >>> split_points(np.array([4, 4, 4, 4, 4]), 8)
-    [(0, 3), (3, 5)]
-    """
-    n = len(row_bytes)
-    if n == 0:
-        return []
-    cum = np.cumsum(row_bytes)
-    total = int(cum[-1])
-    parts = max(1, int(round(total / target_bytes)))
-    if parts == 1:
-        return [(0, n)]
-    bounds = np.searchsorted(cum, np.arange(1, parts) * (total / parts), side="left") + 1
-    bounds = np.unique(np.clip(bounds, 1, n - 1))
-    edges = [0, *bounds.tolist(), n]
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
 def shard_stem(split: str, bucket: int, part: int) -> str:
     """Where part ``part`` of bucket ``bucket`` goes, before its content hash is known."""
     return f"{split}/shard-{bucket:05d}-{part:03d}"

@@ -39,6 +39,8 @@ class Batch:
     problems: list[FileProblem] = field(default_factory=list)
     facts: dict[str, int] = field(default_factory=dict)
     """Tallies that are not about documents (e.g. words cut to fit a window), for the manifest."""
+    chars_read: int = 0
+    """Characters of text read into this batch (set by ``read_batches``; for progress only)."""
 
     def summary(self) -> tuple[Counts, list[FileProblem], dict[str, int]]:
         return self.counts, self.problems, self.facts
@@ -67,6 +69,7 @@ def read_batches(file: InputFile, config: InputConfig, *, task: str, max_documen
             batch.items.append(item)
             chars += _size(item)
             if chars >= BATCH_CHARS:
+                batch.chars_read = chars
                 yield batch
                 batch, chars = Batch(items=[]), 0
         elif isinstance(item, Dropped):
@@ -74,4 +77,5 @@ def read_batches(file: InputFile, config: InputConfig, *, task: str, max_documen
             batch.counts.drop(item.reason)
         else:
             batch.problems.append(item)
+    batch.chars_read = chars
     yield batch

@@ -24,9 +24,9 @@ from mlm_data.text.tokenizer import (
     TokenizerInfo,
     describe,
     parse_tokenizer,
-    user_tokenizer_text,
     require_specials,
     train_wordpiece,
+    user_tokenizer_text,
 )
 
 #: Bytes of shard per byte of input text: ~4 characters per token, 2 bytes per uint16 id,
@@ -66,9 +66,13 @@ def plan_buckets(cfg: PreprocessConfig, files: Sequence[InputFile], vocab_size: 
     return BucketPlan(num_buckets=n, validation_buckets=v, estimated_text_bytes=text_bytes)
 
 
-def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[str]:
-    """Cleaned document texts for tokenizer training, in id order, up to the sample size."""
+def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile], *,
+                   on_document: Callable[[int, int], None] | None = None) -> list[str]:
+    """Cleaned document texts for tokenizer training, in id order, up to the sample size.
+
+    ``on_document(documents, characters)`` is called after each document (for progress)."""
     texts: list[str] = []
+    chars = 0
     budget = cfg.tokenizer.train_sample_bytes
     for f in files:
         for item in read_documents(f, cfg.input, max_document_chars=cfg.clean.max_document_chars):
@@ -77,16 +81,24 @@ def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile]) -> list[st
             text = clean_text(item.text, normalization=cfg.clean.unicode_normalization,
                               remove_control_chars=cfg.clean.remove_control_chars)
             texts.append(text)
-            budget -= len(text)
-            if budget <= 0:
+            chars += len(text)
+            if on_document is not None:
+                on_document(len(texts), chars)
+            if chars >= budget:
                 return texts
     return texts
 
 
-def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
-                      echo: Callable[[str], None]) -> tuple[str, TokenizerInfo]:
+def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo: Callable[[str], None],
+                      on_document: Callable[[int, int], None] | None = None,
+                      on_sampled: Callable[[int, int], None] | None = None,
+                      show_progress: bool = False) -> tuple[str, TokenizerInfo]:
     """The tokenizer JSON (read from ``tokenizer.path``, or trained on the input) and its
-    description, checked against the task's special tokens."""
+    description, checked against the task's special tokens.
+
+    When a tokenizer is trained, ``on_document`` follows the sampling (``training_texts``),
+    ``on_sampled(documents, characters)`` is called once the sample is complete, and
+    ``show_progress`` lets ``tokenizers`` draw its own progress bars (for a terminal)."""
     if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
         raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
                           "fine-tune; pass --tokenizer (e.g. the pretraining dataset: --tokenizer DATASET)")
@@ -94,10 +106,13 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *,
         text, source = user_tokenizer_text(cfg.tokenizer.path)
     else:
         started = time.perf_counter()
-        texts = training_texts(cfg, files)
+        texts = training_texts(cfg, files, on_document=on_document)
         if not texts:
             raise InputError(f"{', '.join(cfg.input.paths)}: no documents to train a tokenizer on")
-        text = train_wordpiece(texts, vocab_size=cfg.tokenizer.vocab_size, lowercase=cfg.tokenizer.lowercase)
+        if on_sampled is not None:
+            on_sampled(len(texts), sum(map(len, texts)))
+        text = train_wordpiece(texts, vocab_size=cfg.tokenizer.vocab_size, lowercase=cfg.tokenizer.lowercase,
+                               show_progress=show_progress)
         source = "trained tokenizer"
         echo(f"trained a WordPiece tokenizer ({cfg.tokenizer.vocab_size} entries max) on "
              f"{len(texts)} documents in {time.perf_counter() - started:.1f}s")

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from mlm_data import accounting
 from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig
+from mlm_data.instances.donors import DonationConfig, donate, donor_buckets
 from mlm_data.instances.rows import offsets_from_lengths, ranges_index
+from mlm_data.instances.windows import payload_batch
 from mlm_data.reading.document_reader import Document
 from mlm_data.text.cleaning import clean_text
 from mlm_data.text.sentences import split_lines, split_sentences
@@ -88,32 +91,71 @@ def tokenize_documents(encoder: TextEncoder, docs: Sequence[SplitDocument], coun
     )
 
 
-def route(digests: np.ndarray, *, num_buckets: int, validation_buckets: int,
-          validation_fraction: float) -> dict[tuple[str, int], np.ndarray]:
-    """Indices of the items going to each ``(split, bucket)``, from their 16-byte digests.
+def split_and_bucket(digests: np.ndarray, *, num_buckets: int, validation_buckets: int,
+                     validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per item, whether it goes to validation and its bucket, from its 16-byte digest.
 
     Bytes 0-7 of the digest pick the bucket, bytes 8-15 the split, so the two choices are
     independent; neither depends on the seed, so changing the seed never moves an item
     between train and validation.
     """
-    if len(digests) == 0:
-        return {}
     d = np.ascontiguousarray(digests)
     low = d[:, :8].copy().view("<u8").ravel()
     high = d[:, 8:16].copy().view("<u8").ravel()
     is_val = (high >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < validation_fraction
     bucket = np.where(is_val, low % np.uint64(max(1, validation_buckets)), low % np.uint64(num_buckets)).astype(np.int64)
+    return is_val, bucket
+
+
+def _group(is_val: np.ndarray, bucket: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
     key_code = bucket * 2 + is_val
     return {(VALIDATION if code % 2 else TRAIN, code // 2): np.flatnonzero(key_code == code)
             for code in np.unique(key_code).tolist()}
 
 
+def route(digests: np.ndarray, *, num_buckets: int, validation_buckets: int,
+          validation_fraction: float) -> dict[tuple[str, int], np.ndarray]:
+    """Indices of the items going to each ``(split, bucket)`` (see ``split_and_bucket``)."""
+    if len(digests) == 0:
+        return {}
+    is_val, bucket = split_and_bucket(digests, num_buckets=num_buckets, validation_buckets=validation_buckets,
+                                      validation_fraction=validation_fraction)
+    return _group(is_val, bucket)
+
+
 def assign_buckets(docs: TokenizedDocuments, *, num_buckets: int, validation_buckets: int,
-                   validation_fraction: float) -> dict[tuple[str, int], TokenizedDocuments]:
-    """Route each document to ``(split, bucket)`` by its content digest (see ``route``), so
-    identical documents meet in one bucket."""
-    routed = route(docs.digests, num_buckets=num_buckets, validation_buckets=validation_buckets,
-                   validation_fraction=validation_fraction)
-    if len(routed) == 1:
-        return {key: docs for key in routed}
-    return {key: docs.select(members) for key, members in routed.items()}
+                   validation_fraction: float, id_type: pa.DataType,
+                   donations: DonationConfig | None = None) -> dict[tuple[str, int], pa.Table]:
+    """The payload for each ``(split, bucket)`` the batch touches.
+
+    Documents go to the bucket their content digest picks (``split_and_bucket``), so identical
+    documents meet in one bucket. With ``donations`` (BERT pairs), the segments every document
+    donates as random-next partners (``instances.donors``) go to random buckets of the
+    document's split, in the same payloads.
+    """
+    if docs.num_docs == 0:
+        return {}
+    is_val, bucket = split_and_bucket(docs.digests, num_buckets=num_buckets, validation_buckets=validation_buckets,
+                                      validation_fraction=validation_fraction)
+    doc_groups = _group(is_val, bucket)
+    seg_groups: dict[tuple[str, int], np.ndarray] = {}
+    if donations is not None:
+        given = donate(docs, donations)
+        seg_val = is_val[given.source]
+        seg_bucket = np.where(
+            seg_val,
+            donor_buckets(given.segments.digests, given.index, seed=donations.seed, num_buckets=validation_buckets),
+            donor_buckets(given.segments.digests, given.index, seed=donations.seed, num_buckets=num_buckets),
+        )
+        seg_groups = _group(seg_val, seg_bucket)
+    out: dict[tuple[str, int], pa.Table] = {}
+    for key in sorted(doc_groups.keys() | seg_groups.keys()):
+        batches = []
+        if key in doc_groups:
+            part = docs if len(doc_groups) == 1 and len(doc_groups[key]) == docs.num_docs else docs.select(doc_groups[key])
+            batches.append(payload_batch(part, np.full(part.num_docs, -1), id_type))
+        if key in seg_groups:
+            members = seg_groups[key]
+            batches.append(payload_batch(given.segments.select(members), given.index[members], id_type))
+        out[key] = pa.Table.from_batches(batches)
+    return out

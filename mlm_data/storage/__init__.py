@@ -54,8 +54,8 @@ except ImportError:  # pragma: no cover - non-POSIX: abandoned temporaries are n
 
 __all__ = [
     "TEMPORARY_PREFIX", "RetryPolicy", "exists", "filesystem", "is_access_denied", "is_local", "is_transient",
-    "join", "list_files", "open_url", "read_bytes", "read_text", "remove", "remove_abandoned_temporaries",
-    "retry", "url_to_fs", "write_bytes",
+    "join", "list_files", "open_url", "publish_file", "read_bytes", "read_text", "remove",
+    "remove_abandoned_temporaries", "retry", "url_to_fs", "write_bytes",
 ]
 
 #: Local writes go to a temporary named ``.tmp-<uuid>-<name>`` beside the target first.
@@ -278,6 +278,31 @@ def remove_abandoned_temporaries(url: str) -> list[str]:
         finally:
             os.close(fd)
     return removed
+
+
+def publish_file(local_path: str, url: str) -> None:
+    """Move a finished local file to ``url`` in one step and remove the local file.
+
+    Locally a rename (the caller keeps the file in the target's folder, as a temporary named
+    with ``TEMPORARY_PREFIX`` that it holds locked while writing, so it is atomic); on an object
+    store one upload (a single PUT, or a multipart upload completed at the end), so the object
+    appears whole or not at all. Memory stays small whatever the file's size.
+    """
+    fs, path = url_to_fs(url)
+    if is_local(url):
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            os.replace(local_path, path)
+        except PermissionError as exc:
+            raise StorageError(f"{url}: permission denied while writing ({exc.strerror})") from None
+        return
+    size = os.path.getsize(local_path)
+    try:
+        with _refusals_named(url, "writing"):
+            retry(lambda: _limited(fs, "put_file", local_path, path, nbytes=size), what=f"writing {url}")
+    except FileNotFoundError:
+        raise _no_bucket(url, "writing") from None
+    os.remove(local_path)
 
 
 def exists(url: str) -> bool:

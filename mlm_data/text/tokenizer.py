@@ -317,14 +317,15 @@ def _word_starts_from_word_ids(word_lists: list[list[int | None]], n: int) -> np
     return word_start
 
 
-def train_wordpiece(texts: Iterable[str], *, vocab_size: int, lowercase: bool) -> str:
+def train_wordpiece(texts: Iterable[str], *, vocab_size: int, lowercase: bool, show_progress: bool = False) -> str:
     """Train a BERT-style WordPiece tokenizer and return it as JSON text.
 
     The same texts in the same order give a byte-identical file. ``tokenizers`` numbers the
     ``##x`` continuation characters in hash-map order, which differs between processes and
     decides ties between equally frequent merges; we fix those ids up front by declaring every
     ``##x`` the corpus can need as a reserved token, train, then rebuild the tokenizer with
-    only the real special tokens.
+    only the real special tokens. ``show_progress`` lets ``tokenizers`` draw its own progress
+    bars (for a terminal).
     """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -351,7 +352,7 @@ def train_wordpiece(texts: Iterable[str], *, vocab_size: int, lowercase: bool) -
     trainer_tok.normalizer = None  # the texts are normalised already
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2,
                                         special_tokens=specials + continuations,
-                                        show_progress=False, continuing_subword_prefix="##")
+                                        show_progress=show_progress, continuing_subword_prefix="##")
     trainer_tok.train_from_iterator(docs, trainer=trainer)
     learned = trainer_tok.get_vocab(with_added_tokens=False)
     ordered = sorted((t for t in learned if t not in specials), key=lambda t: (learned[t], t))
