@@ -43,6 +43,12 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def write_stderr(text: str) -> None:
+    """Text to stderr as is, flushed (a progress line rewritten in place needs both)."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
 def echo(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -148,3 +148,36 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+@dataclass(frozen=True)
+class ProgressSettings:
+    """How a run shows its progress: every ``interval`` seconds, rewriting one terminal line
+    (``terminal``) or as log lines."""
+
+    interval: float
+    terminal: bool
+
+
+class LinePrinter:
+    """Shows progress lines: on a terminal one line rewritten in place, else one log line each."""
+
+    def __init__(self, settings: ProgressSettings, *, emit: Callable[[str], None],
+                 write: Callable[[str], None]) -> None:
+        self._terminal = settings.terminal
+        self._emit = emit
+        self._write = write
+        self._open = False
+
+    def show(self, line: str) -> None:
+        if self._terminal:
+            self._write(f"\r\033[K{line}")
+            self._open = True
+        else:
+            self._emit(line)
+
+    def end(self) -> None:
+        """Finish the rewritten line, so what is printed next starts on a line of its own."""
+        if self._open:
+            self._write("\n")
+            self._open = False

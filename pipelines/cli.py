@@ -27,7 +27,7 @@ from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.console import configure_logging, echo, run_command
 
 if TYPE_CHECKING:
-    from pipelines.progress import ProgressSettings
+    from mlm_data.progress import ProgressSettings
 
 #: One flag per config field, by its full path; the ones every run needs have short names.
 FLAGS = field_flags(PreprocessConfig, names={
@@ -89,7 +89,7 @@ def _progress_flags(parser: argparse.ArgumentParser) -> None:
 def _progress(args: argparse.Namespace) -> ProgressSettings | None:
     """Progress settings from --quiet / --progress-interval and whether stderr is a terminal."""
     from mlm_data.errors import ConfigError
-    from pipelines.progress import ProgressSettings
+    from mlm_data.progress import ProgressSettings
 
     if args.progress_interval is not None and not args.progress_interval > 0:
         raise ConfigError(f"--progress-interval: must be a positive number of seconds, found {args.progress_interval}")

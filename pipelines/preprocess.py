@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,18 +24,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlm_data import lifetime, scratch
 from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.console import write_stderr
 from mlm_data.dataset import publication
 from mlm_data.dataset.assemble import recorded_config
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import LABELLED_TASKS, id_type_for
 from mlm_data.instances.donors import DonationConfig
-from mlm_data.progress import RunSize, Throttle, format_sample_progress
+from mlm_data.progress import ProgressSettings, RunSize
 from mlm_data.reading.input_files import InputFile, Inputs, inputs_of, list_input_files
 from mlm_data.stages.plan import BucketPlan, plan_buckets, resolve_labels, resolve_tokenizer
 from mlm_data.text.tokenizer import TokenizerInfo
 from pipelines.document_stages import PrepareDocuments
 from pipelines.labelled_stages import PrepareLabelled, WriteLabelledBucketFn
-from pipelines.progress import LinePrinter, ProgressSettings, run_pipeline
+from pipelines.progress import run_pipeline
 from pipelines.quality import QualityStages
 from pipelines.read import ReadDocuments
 from pipelines.runner import (
@@ -51,28 +51,6 @@ from pipelines.write import WriteDataset, WriteDocumentBucketFn
 log = logging.getLogger(__name__)
 
 
-def _resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo: Callable[[str], None],
-                       progress: ProgressSettings | None) -> tuple[str, TokenizerInfo]:
-    """``plan.resolve_tokenizer``, with a progress line while a tokenizer's sample is read."""
-    if progress is None or cfg.tokenizer.path:
-        return resolve_tokenizer(cfg, files, echo=echo)
-    started = time.perf_counter()
-    printer = LinePrinter(progress, emit=echo, write=_write_stderr)
-    throttle = Throttle(progress.interval, wait_first=True)
-
-    def on_document(docs: int, chars: int) -> None:
-        if throttle.ready():
-            printer.show(format_sample_progress(docs, chars, cfg.tokenizer.train_sample_bytes,
-                                                elapsed=time.perf_counter() - started))
-
-    def on_sampled(docs: int, chars: int) -> None:
-        printer.end()
-        echo(f"training a WordPiece tokenizer on {docs} documents ({chars / 1e6:,.1f} MB of text)")
-
-    return resolve_tokenizer(cfg, files, echo=echo, on_document=on_document, on_sampled=on_sampled,
-                             show_progress=progress.terminal)
-
-
 def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[[str], None] = log.info,
         progress: ProgressSettings | None = None) -> Manifest:
     """Preprocess ``cfg.input`` into a dataset at ``cfg.output.path`` and return its manifest.
@@ -84,7 +62,7 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     files = list_input_files(cfg.input.paths)
     inputs = inputs_of(cfg.input.paths, files)
     publication.check_output(root, overwrite=cfg.output.overwrite)
-    tokenizer_json, info = _resolve_tokenizer(cfg, files, echo=echo, progress=progress)
+    tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo, progress=progress, write=write_stderr)
     fixed_labels = resolve_labels(cfg)
     plan = plan_buckets(cfg, files, info.vocab_size)
     id_type = id_type_for(info.vocab_size)
@@ -110,7 +88,7 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
                               plan=plan, id_type=id_type, fixed_labels=fixed_labels, spill_dir=spill_dir,
                               output=output, progress_dir=progress_dir,
                               run=lambda p: run_pipeline(p, progress, size, directory=progress_dir, emit=echo,
-                                                         write=_write_stderr))
+                                                         write=write_stderr))
         finally:
             if spill_dir:
                 shutil.rmtree(spill_dir, ignore_errors=True)
@@ -118,11 +96,6 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     echo(f"wrote {manifest.data['totals']['num_rows']} rows in {manifest.data['totals']['num_shards']} shard(s) "
          f"to {root} in {time.perf_counter() - started:.1f}s")
     return manifest
-
-
-def _write_stderr(text: str) -> None:
-    sys.stderr.write(text)
-    sys.stderr.flush()
 
 
 def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions, *, files: Sequence[InputFile], inputs: Inputs,

@@ -22,14 +22,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from mlm_data.progress import ProgressCounts, RunSize, Throttle, format_duration, format_progress
+from mlm_data.progress import (
+    LinePrinter,
+    ProgressCounts,
+    ProgressSettings,
+    RunSize,
+    Throttle,
+    format_duration,
+    format_progress,
+)
 from pipelines.counters import NAMESPACE
 
 #: How often a worker rewrites its progress file, at most.
@@ -91,39 +98,6 @@ def metrics_counts(result: Any) -> ProgressCounts:
             name = name.removeprefix("progress_")
             totals[name] = totals.get(name, 0) + int(counter.attempted or counter.committed or 0)
     return ProgressCounts.from_mapping(totals)
-
-
-@dataclass(frozen=True)
-class ProgressSettings:
-    """How a run shows its progress: every ``interval`` seconds, rewriting one terminal line
-    (``terminal``) or as log lines."""
-
-    interval: float
-    terminal: bool
-
-
-class LinePrinter:
-    """Shows progress lines: on a terminal one line rewritten in place, else one log line each."""
-
-    def __init__(self, settings: ProgressSettings, *, emit: Callable[[str], None],
-                 write: Callable[[str], None]) -> None:
-        self._terminal = settings.terminal
-        self._emit = emit
-        self._write = write
-        self._open = False
-
-    def show(self, line: str) -> None:
-        if self._terminal:
-            self._write(f"\r\033[K{line}")
-            self._open = True
-        else:
-            self._emit(line)
-
-    def end(self) -> None:
-        """Finish the rewritten line, so what is printed next starts on a line of its own."""
-        if self._open:
-            self._write("\n")
-            self._open = False
 
 
 class ProgressMonitor:

@@ -69,7 +69,7 @@ def test_a_run_prints_progress_and_ends_with_the_totals(tmp_path, small_corpus, 
 
 def test_on_a_terminal_one_line_is_rewritten_in_place(tmp_path, small_corpus, monkeypatch):
     written: list[str] = []
-    monkeypatch.setattr("pipelines.preprocess._write_stderr", written.append)
+    monkeypatch.setattr("pipelines.preprocess.write_stderr", written.append)
     progress_run(tmp_path, small_corpus, terminal=True)
     assert written[-1] == "\n"
     assert all(w.startswith("\r\033[K") and LINE.match(w[4:]) for w in written[:-1])

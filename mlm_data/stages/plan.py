@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlm_data.config.preprocess import PreprocessConfig
+from mlm_data.console import write_stderr
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import LABELLED_TASKS
 from mlm_data.errors import ConfigError, InputError
+from mlm_data.progress import LinePrinter, ProgressSettings, Throttle, format_sample_progress
 from mlm_data.reading import labelled_reader
 from mlm_data.reading.document_reader import Document, InputFile, read_documents
 from mlm_data.reading.text_size import estimate_text_bytes
@@ -90,15 +92,14 @@ def training_texts(cfg: PreprocessConfig, files: Sequence[InputFile], *,
 
 
 def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo: Callable[[str], None],
-                      on_document: Callable[[int, int], None] | None = None,
-                      on_sampled: Callable[[int, int], None] | None = None,
-                      show_progress: bool = False) -> tuple[str, TokenizerInfo]:
+                      progress: ProgressSettings | None = None,
+                      write: Callable[[str], None] = write_stderr) -> tuple[str, TokenizerInfo]:
     """The tokenizer JSON (read from ``tokenizer.path``, or trained on the input) and its
     description, checked against the task's special tokens.
 
-    When a tokenizer is trained, ``on_document`` follows the sampling (``training_texts``),
-    ``on_sampled(documents, characters)`` is called once the sample is complete, and
-    ``show_progress`` lets ``tokenizers`` draw its own progress bars (for a terminal)."""
+    With ``progress``, a line follows the reading of the training sample (through ``echo``, or
+    rewritten in place with ``write`` on a terminal, where ``tokenizers`` then draws its own
+    progress bars for the training)."""
     if not cfg.tokenizer.path and cfg.instances.task in LABELLED_TASKS:
         raise ConfigError(f"tokenizer.path: task {cfg.instances.task!r} needs the tokenizer of the model you will "
                           "fine-tune; pass --tokenizer (e.g. the pretraining dataset: --tokenizer DATASET)")
@@ -106,13 +107,24 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo
         text, source = user_tokenizer_text(cfg.tokenizer.path)
     else:
         started = time.perf_counter()
+        printer = None if progress is None else LinePrinter(progress, emit=echo, write=write)
+        on_document = None
+        if printer is not None:
+            throttle = Throttle(progress.interval, wait_first=True)  # type: ignore[union-attr]
+
+            def on_document(docs: int, chars: int) -> None:
+                if throttle.ready():
+                    printer.show(format_sample_progress(docs, chars, cfg.tokenizer.train_sample_bytes,
+                                                        elapsed=time.perf_counter() - started))
         texts = training_texts(cfg, files, on_document=on_document)
         if not texts:
             raise InputError(f"{', '.join(cfg.input.paths)}: no documents to train a tokenizer on")
-        if on_sampled is not None:
-            on_sampled(len(texts), sum(map(len, texts)))
+        if printer is not None:
+            printer.end()
+            echo(f"training a WordPiece tokenizer on {len(texts)} documents "
+                 f"({sum(map(len, texts)) / 1e6:,.1f} MB of text)")
         text = train_wordpiece(texts, vocab_size=cfg.tokenizer.vocab_size, lowercase=cfg.tokenizer.lowercase,
-                               show_progress=show_progress)
+                               show_progress=progress is not None and progress.terminal)
         source = "trained tokenizer"
         echo(f"trained a WordPiece tokenizer ({cfg.tokenizer.vocab_size} entries max) on "
              f"{len(texts)} documents in {time.perf_counter() - started:.1f}s")
