@@ -89,8 +89,8 @@ def test_a_killed_multi_processing_preprocess_leaves_no_workers_and_no_late_shar
         return [p for p in driver.children(recursive=True)
                 if p.cmdline()[-1:] == ["apache_beam.runners.worker.sdk_worker_main"]]
 
-    def spilled() -> bool:  # mid-run: the first stage has handed data to the shuffle
-        return any(any(d.iterdir()) for d in tmp_path.glob(f"mlm-data-shuffle-*.{proc.pid}.*"))
+    def spilled() -> bool:  # mid-run: the first stage has handed data to the shuffle (not just progress files)
+        return any(any(f.is_file() for f in d.iterdir()) for d in tmp_path.glob(f"mlm-data-shuffle-*.{proc.pid}.*"))
 
     try:
         wait_for(lambda: len(workers()) == 2 and spilled(), timeout=180, what="two busy SDK workers", log=log)
