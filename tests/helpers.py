@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from mlm_data.instances.rows import offsets_from_lengths
+from mlm_data.ragged import offsets_from_lengths
 from mlm_data.text.tokenized import TokenizedDocuments
 
 

@@ -26,9 +26,10 @@ from mlm_data.dataset.schema import IGNORE_INDEX, MLM_TASKS, schema_for
 from mlm_data.dataset.shards import list_array
 from mlm_data.instances.packing import pack_causal, pack_sentences
 from mlm_data.instances.pairing import create_nsp_instances
-from mlm_data.instances.rows import Pieces, assemble, offsets_from_lengths, take_ranges
+from mlm_data.instances.rows import Pieces, assemble
 from mlm_data.instances.windows import Window
 from mlm_data.masking import mask_tokens
+from mlm_data.ragged import offsets_from_lengths, take_ranges
 from mlm_data.seeding import derive_key, keys_for, random_bits
 from mlm_data.text.tokenized import TokenizedDocuments
 from mlm_data.text.tokenizer import TokenizerInfo, vocab_tokens_for_random

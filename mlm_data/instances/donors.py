@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlm_data.instances.rows import offsets_from_lengths, ranges_index, take_ranges
+from mlm_data.ragged import offsets_from_lengths, ranges_index, take_ranges
 from mlm_data.seeding import derive_key, random_bits, uniform
 from mlm_data.text.tokenized import TokenizedDocuments
 

@@ -19,8 +19,8 @@ from mlm_data import accounting
 from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig
 from mlm_data.instances.donors import DonationConfig, donate, donor_buckets
-from mlm_data.instances.rows import offsets_from_lengths, ranges_index
 from mlm_data.instances.windows import payload_batch
+from mlm_data.ragged import offsets_from_lengths, ranges_index
 from mlm_data.reading.document_reader import Document
 from mlm_data.text.cleaning import clean_text
 from mlm_data.text.sentences import split_lines, split_sentences

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from mlm_data.instances.rows import offsets_from_lengths, ranges_index, take_ranges
+from mlm_data.ragged import offsets_from_lengths, ranges_index, take_ranges
 
 DIGEST_BYTES = 16
 

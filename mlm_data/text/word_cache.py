@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
-from mlm_data.instances.rows import offsets_from_lengths, ranges_index
+from mlm_data.ragged import offsets_from_lengths, ranges_index
 
 #: Normalisers that map each character on its own (or reorder combining marks, which never
 #: cross a whitespace character), so a text normalises to its chunks' normal forms, joined.

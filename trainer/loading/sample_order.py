@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mlm_data.errors import ConfigError
-from mlm_data.instances.rows import offsets_from_lengths, ranges_index
+from mlm_data.ragged import offsets_from_lengths, ranges_index
 from mlm_data.seeding import derive_key, random_bits
 
 #: Row lengths of the given shards, concatenated in the given order (for length bucketing).
