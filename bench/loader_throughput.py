@@ -51,10 +51,11 @@ from trainer.loading.loader import DataSource, ShardLoader  # noqa: E402
 from trainer.loading.options import LoaderOptions  # noqa: E402
 
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
-#: The shared BERT vocabulary, beside the checkout (or beside the folder of git worktrees).
-BERT = next((p for p in (REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json",
-                         REPO.parent.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json")
-             if p.exists()), None)
+sys.path.insert(0, str(REPO / "bench"))
+from shared import BERT_TOKENIZER  # noqa: E402
+
+#: The shared BERT vocabulary, when the shared material is there.
+BERT = BERT_TOKENIZER if BERT_TOKENIZER.exists() else None
 
 
 def build_dataset(work: Path, corpus: Path, length: int, tokenizer: Path | None) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
 import resource
 import shutil
@@ -36,12 +35,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-#: The shared corpora: ../shared beside the checkout (as in CI), or MLM_DATA_SHARED.
-SHARED = Path(os.environ.get("MLM_DATA_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(REPO / "bench"))
+from shared import BERT_TOKENIZER as BERT  # noqa: E402
+from shared import SHARED  # noqa: E402
+
 PYDOC = SHARED / "corpora" / "pydoc" / "python-3.11-docs.txt"
 DJANGO = SHARED / "corpora" / "django" / "django-docs.txt"
 DEMO = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
-BERT = SHARED / "tokenizers" / "bert-base-uncased.tokenizer.json"
 SMALL_TOKENIZER = REPO / "tests" / "data" / "wordpiece-2k.json"
 RATES = (0.01, 0.02, 0.05, 0.10)
 HEADER = "Skip to main content | Home | Products | Docs | Blog | Sign in\nThis page was last updated in March."

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TOKENIZERS = [REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json",
-              REPO / "tests" / "data" / "wordpiece-2k.json"]
+sys.path.insert(0, str(REPO / "bench"))
+from shared import default_tokenizer  # noqa: E402
 
 
 def _tree(pid: int) -> list[int]:
@@ -86,7 +86,7 @@ def main() -> None:
                         help="config override passed to preprocess (default config otherwise)")
     parser.add_argument("beam_args", nargs="*", help="after --: Beam flags for every run")
     args = parser.parse_args()
-    tokenizer = next(p for p in TOKENIZERS if p.exists())
+    tokenizer = default_tokenizer()
     rows = []
     for pattern in args.input:
         size = sum(os.path.getsize(p) for p in glob.glob(pattern)) / 1e6

@@ -35,11 +35,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The shared material beside the checkout, or above it (a git worktree), or at $MLM_SHARED.
-SHARED = next((p for p in [Path(os.environ.get("MLM_SHARED", REPO.parent / "shared")),
-                           *(q / "shared" for q in REPO.parents)] if (p / "corpora").exists()), REPO.parent / "shared")
+sys.path.insert(0, str(REPO / "bench"))
+from shared import SHARED, default_tokenizer  # noqa: E402
+
 CORPORA = [SHARED / "corpora" / "pydoc" / "python-3.11-docs.txt", SHARED / "corpora" / "django" / "django-docs.txt"]
-TOKENIZERS = [SHARED / "tokenizers" / "bert-base-uncased.tokenizer.json", REPO / "tests" / "data" / "wordpiece-2k.json"]
 
 
 def load_documents(target_mb: float) -> list[str]:
@@ -186,7 +185,7 @@ def main() -> None:
     parser.add_argument("--bucket-shard-mb", type=float, default=4.0,
                         help="target shard size (so bucket size) for the memory runs")
     args = parser.parse_args()
-    tokenizer_path = next(p for p in TOKENIZERS if p.exists())
+    tokenizer_path = default_tokenizer()
     docs = load_documents(args.corpus_mb)
     work = Path(tempfile.mkdtemp(prefix="mlm-bench-"))
     try:

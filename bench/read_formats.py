@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-#: The shared material beside the checkout, or above it (a git worktree), or at $MLM_SHARED.
-SHARED = next((p for p in [Path(os.environ.get("MLM_SHARED", REPO.parent / "shared")),
-                           *(q / "shared" for q in REPO.parents)] if (p / "corpora").exists()), REPO.parent / "shared")
+sys.path.insert(0, str(REPO / "bench"))
+from shared import SHARED  # noqa: E402
+
 CORPORA = ("corpora/pydoc/python-3.11-docs.txt", "corpora/django/django-docs.txt")
 
 

@@ -34,8 +34,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
-from scale_corpus import build_resampled, build_unseen, default_tokenizer  # noqa: E402
+from scale_corpus import build_resampled, build_unseen  # noqa: E402
 from scale_runs import TreePeak  # noqa: E402
+from shared import default_tokenizer  # noqa: E402
 
 
 @dataclass

@@ -28,7 +28,6 @@ import argparse
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -39,8 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path[:0] = [p for p in (str(REPO), str(REPO / "bench")) if p not in sys.path]
+
+from shared import SHARED  # noqa: E402
 
 from mlm_data.text.cleaning import clean_text  # noqa: E402
 
@@ -54,31 +54,15 @@ VERSION = 2
 """Bumped whenever the same parameters would give different documents."""
 
 
-def find_shared() -> Path | None:
-    """The shared material: ``$MLM_SHARED``, or a ``shared/`` beside the repository or above it."""
-    if os.environ.get("MLM_SHARED"):
-        return Path(os.environ["MLM_SHARED"])
-    for parent in REPO.parents:
-        if (parent / "shared" / SOURCES[0]).exists():
-            return parent / "shared"
-    return None
-
-
-def default_tokenizer() -> Path:
-    """The real BERT uncased tokenizer where the shared material is, else the test vocabulary."""
-    shared = find_shared()
-    bert = shared / "tokenizers" / "bert-base-uncased.tokenizer.json" if shared else None
-    return bert if bert and bert.exists() else REPO / "tests" / "data" / "wordpiece-2k.json"
-
-
 def source_documents() -> tuple[list[str], str]:
     """Documentation pages, cleaned as the pipeline cleans them, and where they came from.
 
     The shared Python and Django documentation; without it (a bare checkout) the bundled demo
     corpus, a 2 MB slice of the former, so the benchmark still runs, on less varied text.
     """
-    shared = find_shared()
-    paths = [shared / rel for rel in SOURCES] if shared else [DEMO]
+    paths = [SHARED / rel for rel in SOURCES]
+    if not all(p.exists() for p in paths):
+        paths = [DEMO]
     docs: list[str] = []
     for path in paths:
         text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text("utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,12 @@ REPO = Path(__file__).parent.parent
 #: A 2,000-entry WordPiece vocabulary trained by `mlm-data train-tokenizer` on the demo corpus.
 TOKENIZER = DATA / "wordpiece-2k.json"
 DEMO_CORPUS = REPO / "mlm_data" / "demo" / "python-docs-sample.txt.gz"
-#: Optional real BERT vocabulary on development machines and CI (never required).
-SHARED_BERT = REPO.parent / "shared" / "tokenizers" / "bert-base-uncased.tokenizer.json"
+#: Optional shared material (real corpora, a real BERT vocabulary; never required): $MLM_SHARED,
+#: or a shared/ folder beside the checkout or above it (a git worktree), as bench/shared.py finds it.
+SHARED = next((p for p in [*([Path(os.environ["MLM_SHARED"])] if os.environ.get("MLM_SHARED") else []),
+                           *(q / "shared" for q in REPO.resolve().parents)] if (p / "corpora").is_dir()),
+              REPO.parent / "shared")
+SHARED_BERT = SHARED / "tokenizers" / "bert-base-uncased.tokenizer.json"
 
 
 def demo_documents(n: int, *, start: int = 0) -> list[str]:

@@ -20,9 +20,9 @@ import pytest
 
 from trainer import cli
 
-from conftest import REPO
+from conftest import REPO, SHARED
 
-NER_FILE = REPO.parent / "shared" / "corpora" / "labeled" / "ner_twitter_train.conll"
+NER_FILE = SHARED / "corpora" / "labeled" / "ner_twitter_train.conll"
 
 
 def minilm_dir() -> Path:

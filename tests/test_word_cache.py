@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from mlm_data.text.sentences import split_sentences
 from mlm_data.text.tokenizer import TextEncoder, load_tokenizer
 from mlm_data.text.word_cache import ChunkCache
 
-from conftest import REPO, TOKENIZER, demo_documents
+from conftest import SHARED_BERT, TOKENIZER, demo_documents
 
-BERT = Path(os.environ.get("MLM_SHARED", REPO.parent / "shared")) / "tokenizers" / "bert-base-uncased.tokenizer.json"
+BERT = SHARED_BERT
 TOKENIZERS = [
     pytest.param(TOKENIZER, id="wordpiece-2k"),
     pytest.param(BERT, id="bert-base-uncased",
