@@ -171,3 +171,22 @@ def test_the_timeout_setting_is_checked(monkeypatch):
     monkeypatch.setenv("MLM_DATA_STORE_TIMEOUT", "0")
     with pytest.raises(ConfigError, match=r"MLM_DATA_STORE_TIMEOUT='0' must be a number of seconds above 0"):
         store_timeout()
+
+
+def test_missing_credentials_are_named_in_one_line(monkeypatch, tmp_path, capsys):
+    # No key anywhere: not in the environment, not in a credentials file botocore could find.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    use_environment(monkeypatch, {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+                                  "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                                  "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"})
+    clear_fsspec_caches()
+    try:
+        code = main(["verify", "s3://bucket/ds"])
+    finally:
+        clear_fsspec_caches()
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == ("mlm-data error: reading s3://bucket/ds/manifest.json: no credentials for the store were "
+                           "found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) (for a local "
+                           "S3-compatible server also AWS_ENDPOINT_URL)")

@@ -188,6 +188,23 @@ def is_access_denied(exc: BaseException) -> bool:
     return False
 
 
+#: What the clients raise when they find no credentials at all (matched by name: the client
+#: libraries are optional imports).
+_NO_CREDENTIALS = {"NoCredentialsError": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+                   "PartialCredentialsError": "both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                   "DefaultCredentialsError": "GOOGLE_APPLICATION_CREDENTIALS (or run `gcloud auth "
+                                              "application-default login`)"}
+
+
+def missing_credentials(exc: BaseException) -> str | None:
+    """What to set, when ``exc`` says the client found no credentials; else None."""
+    for link in _chain(exc):
+        fix = _NO_CREDENTIALS.get(type(link).__name__)
+        if fix:
+            return fix
+    return None
+
+
 def says_missing_bucket(exc: BaseException) -> bool:
     for link in _chain(exc):
         if _http_facts(link)[1] in _MISSING_BUCKET_CODES:
@@ -279,6 +296,10 @@ def retry(fn: Callable[[], T], *, what: str, attempts: int | None = None, base_d
             result = fn()
         except Exception as exc:
             if not is_transient(exc):
+                fix = missing_credentials(exc)
+                if fix:
+                    raise StorageError(f"{what}: no credentials for the store were found; set {fix} "
+                                       "(for a local S3-compatible server also AWS_ENDPOINT_URL)") from exc
                 raise
             if attempt == policy.attempts:
                 raise StorageError(
