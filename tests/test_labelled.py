@@ -16,17 +16,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from mlm_data.config.preprocess import InputConfig
 from mlm_data.dataset.schema import IGNORE_INDEX, schema_for
 from mlm_data.errors import ConfigError
-from mlm_data.instances.labelled_rows import (
-    TaggedRows,
-    TextRows,
-    encode_tagged,
-    encode_texts,
-    example_ids,
-    label_ids,
-    order_labels,
-    tagged_table,
-    text_table,
-)
+from mlm_data.instances.labelled_rows import example_ids, label_ids, order_labels
+from mlm_data.instances.tagged_rows import TaggedRows, encode_tagged, tagged_table
+from mlm_data.instances.text_rows import TextRows, encode_texts, text_table
 from mlm_data.reading.input_files import list_input_files
 from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence, read_labelled
 from mlm_data.text.tokenizer import TextEncoder, parse_tokenizer

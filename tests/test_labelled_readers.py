@@ -480,7 +480,7 @@ def test_records_pickle_for_the_pipeline():
 
 
 def test_core_modules_import_neither_beam_nor_torch():
-    code = ("import sys, mlm_data.instances.labelled_rows, mlm_data.reading.labelled_reader, mlm_data.reading.document_reader; "
+    code = ("import sys, mlm_data.instances.labelled_rows, mlm_data.instances.tagged_rows, mlm_data.instances.text_rows, mlm_data.reading.labelled_reader, mlm_data.reading.document_reader; "
             "assert 'apache_beam' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

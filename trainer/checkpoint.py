@@ -262,7 +262,8 @@ def tokenizer_text(state: dict[str, Any], url: str) -> str:
 
     recorded = ((state.get("dataset") or {}).get("tokenizer") or {}).get("sha256")
     return read_tokenizer_text(url, sha256=recorded, recorded_by="the checkpoint",
-                               fix="use the tokenizer.json of the dataset the model was trained on")
+                               fix="use the tokenizer the model was trained with: the run folder's tokenizer.json, or "
+                                   "the tokenizer-<hash>.json of its dataset")
 
 
 def load_path(path: str) -> tuple[dict[str, Any], str]:

@@ -23,14 +23,8 @@ from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig, PreprocessConfig
 from mlm_data.dataset import stats
 from mlm_data.instances.bucket_rows import BucketRows
-from mlm_data.instances.labelled_rows import (
-    TaggedRows,
-    TextRows,
-    encode_tagged,
-    encode_texts,
-    tagged_table,
-    text_table,
-)
+from mlm_data.instances.tagged_rows import TaggedRows, encode_tagged, tagged_table
+from mlm_data.instances.text_rows import TextRows, encode_texts, text_table
 from mlm_data.reading.labelled_reader import LabelledText, TaggedSentence
 from mlm_data.seeding import derive_key, random_bits
 from mlm_data.stages.prepare_documents import route
