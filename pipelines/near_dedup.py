@@ -15,11 +15,8 @@ rides with the data.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -33,19 +30,9 @@ from mlm_data.quality.clusters import Edge, Node, label, large_star, small_star,
 from mlm_data.quality.near_dedup import MinHasher, apply_drops, batch_key, drop_reason
 from mlm_data.stages.batches import Batch
 from pipelines.counters import report
+from pipelines.shuffle import spill
 
 SigRef = bytes | tuple[str, int]
-
-
-def _spill(data: bytes, spill_dir: str, suffix: str) -> str:
-    """Write ``data`` to a content-named file in ``spill_dir`` (a retry rewrites the same name)."""
-    path = os.path.join(spill_dir, hashlib.sha256(data).hexdigest()[:32] + suffix)
-    if not os.path.exists(path):
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    return path
 
 
 class SignFn(beam.DoFn):
@@ -65,7 +52,7 @@ class SignFn(beam.DoFn):
         if self._spill_dir is None:
             refs = [row.tobytes() for row in signed.sigs]
         else:
-            path = _spill(np.ascontiguousarray(signed.sigs).tobytes(), self._spill_dir, ".sig")
+            path = spill(np.ascontiguousarray(signed.sigs).tobytes(), self._spill_dir, ".sig")
             refs = [(path, i) for i in range(len(signed.nodes))]
         keys = signed.keys.view(np.int64).tolist()  # int64: Beam's deterministic varint key coder
         for node, ref, row in zip(signed.nodes, refs, keys):
@@ -134,7 +121,7 @@ class StoreBatchFn(beam.DoFn):
         if self._spill_dir is None:
             yield key, batch
         else:
-            yield key, _spill(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), self._spill_dir, ".batch")
+            yield key, spill(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), self._spill_dir, ".batch")
 
 
 class ApplyDropsFn(beam.DoFn):

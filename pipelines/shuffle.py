@@ -32,7 +32,12 @@ def encode_payload(batch: pa.RecordBatch | pa.Table, *, spill_dir: str | None) -
     data = sink.getvalue()
     if spill_dir is None:
         return data.to_pybytes()
-    path = os.path.join(spill_dir, hashlib.sha256(data).hexdigest()[:32] + ".arrow")
+    return spill(data, spill_dir, ".arrow")
+
+
+def spill(data: bytes | pa.Buffer, spill_dir: str, suffix: str) -> str:
+    """Write ``data`` to a content-named file in ``spill_dir`` (a retry rewrites the same name)."""
+    path = os.path.join(spill_dir, hashlib.sha256(data).hexdigest()[:32] + suffix)
     if not os.path.exists(path):
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as f:

@@ -52,17 +52,22 @@ class StoreUnreachable(ConnectionError):
 
 def store_timeout(environ: Mapping[str, str] | None = None) -> float:
     """``MLM_DATA_STORE_TIMEOUT`` in seconds (read on every call, so workers and tests can set it)."""
+    return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT, environ)
+
+
+def seconds_from_env(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    """A positive number of seconds from the environment variable ``name``, else ``default``."""
     env = os.environ if environ is None else environ
-    raw = env.get(TIMEOUT_ENV, "").strip()
+    raw = env.get(name, "").strip()
     if not raw:
-        return DEFAULT_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ConfigError(f"environment variable {TIMEOUT_ENV}={raw!r} must be a number of seconds above 0 "
-                          f"(default {DEFAULT_TIMEOUT:g})")
+        raise ConfigError(f"environment variable {name}={raw!r} must be a number of seconds above 0 "
+                          f"(default {default:g})")
     return value
 
 

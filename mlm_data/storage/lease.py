@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -40,9 +39,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mlm_data import storage
-from mlm_data.errors import ConfigError, MlmDataError, OutputBusyError
+from mlm_data.errors import MlmDataError, OutputBusyError
 from mlm_data.lifetime import ProcessId
 from mlm_data.storage import conditional
+from mlm_data.storage.clients import seconds_from_env
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,8 @@ RENEWALS_PER_STALE_PERIOD = 10
 
 
 def stale_seconds(environ: Mapping[str, str] | None = None) -> float:
-    env = os.environ if environ is None else environ
-    raw = env.get(STALE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_STALE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"environment variable {STALE_ENV}={raw!r} must be a number of seconds above 0 "
-                          f"(default {DEFAULT_STALE_SECONDS:g})")
-    return value
+    """``MLM_DATA_LEASE_STALE_SECONDS``: how long an unrenewed lease holds."""
+    return seconds_from_env(STALE_ENV, DEFAULT_STALE_SECONDS, environ)
 
 
 @dataclass(frozen=True)
