@@ -34,11 +34,25 @@ class DropProjectErrors(logging.Filter):
         return MARKER not in text
 
 
+class DropHarmlessWorkerWarnings(logging.Filter):
+    """Drop the start-up warning every Beam SDK worker process sends on a local multi-process
+    run ("No semi_persistent_directory found": it concerns user-registered schemas and logical
+    types, which this project does not use), so an error stays the only line a user sees."""
+
+    HARMLESS = ("No semi_persistent_directory found",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Worker: "):
+            return True
+        return not any(h in record.getMessage() for h in self.HARMLESS)
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, DropProjectErrors) for f in handler.filters):
-            handler.addFilter(DropProjectErrors())
+        for kind in (DropProjectErrors, DropHarmlessWorkerWarnings):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
 
