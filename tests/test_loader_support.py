@@ -19,9 +19,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from mlm_data.dataset.manifest import Manifest, ShardEntry, build_manifest_data, write_manifest
+from mlm_data.dataset.manifest import Manifest, build_manifest_data, write_manifest
 from mlm_data.dataset.schema import SCHEMA_VERSION, schema_for
-from mlm_data.dataset.shards import decode_table, fetch_shard, list_array, write_shard
+from mlm_data.dataset.shard_writer import ShardWriter
+from mlm_data.dataset.shards import decode_table, fetch_shard, list_array
 from mlm_data.instances.bucket_rows import INSTANCES_VERSION
 from mlm_data.text.tokenizer import describe, parse_tokenizer
 from trainer.loading.loader import DataSource, ShardLoader
@@ -99,10 +100,10 @@ def labelled_dataset(root: Path, task: str, *, rows: int = 90, shards: int = 3, 
     entries = []
     bounds = np.linspace(0, rows, shards + 1).astype(int)
     for i, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-        written = write_shard(str(root), f"train/shard-{i:05d}-000", table.slice(lo, hi - lo))
-        entries.append(ShardEntry(path=written.path, split="train", num_rows=written.num_rows,
-                                  num_tokens=int(lengths[lo:hi].sum()), num_bytes=written.num_bytes,
-                                  sha256=written.sha256))
+        with ShardWriter(str(root), split="train", bucket=i, target_bytes=1 << 40,
+                         id_itemsize=np.dtype(id_type.to_pandas_dtype()).itemsize) as writer:
+            writer.write(table.slice(lo, hi - lo), np.asarray(lengths[lo:hi]))
+            entries += writer.close()
     data = build_manifest_data(
         task=task, schema_version=SCHEMA_VERSION, instances_version=INSTANCES_VERSION, id_dtype=str(id_type),
         max_seq_length=32, static_masking=False,

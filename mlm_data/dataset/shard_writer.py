@@ -3,11 +3,10 @@
 A bucket's rows arrive window by window (``stages.write_bucket``). ``ShardWriter`` appends them
 to the current shard as Arrow IPC record batches of exactly ``ROWS_PER_BATCH`` rows (a shard's
 last batch may be shorter), in the stream or the file framing (``output.ipc_format``; the file
-framing's footer is written when the shard is closed), the layout ``shards.encode_table`` gives
-a whole table. Bytes go
-to a temporary local file and are hashed on the way; when the shard's estimated size reaches
-the target, the file is published under its final, content-addressed name
-(``shards.content_name``) in one step
+framing's footer is written when the shard is closed), so the bytes depend on the rows alone,
+not on how they arrived. Bytes go to a temporary local file and are hashed on the way; when the
+shard's estimated size reaches the target, the file is published under its final,
+content-addressed name (``shards.content_name``) in one step
 (``storage.publish_file``: a rename next to the target locally, one upload to an object store).
 So memory holds one record batch whatever ``output.target_shard_bytes`` is, every shard of a
 bucket but the last is about the target size, and a retried bundle rewrites the same bytes to

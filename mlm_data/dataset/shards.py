@@ -14,7 +14,6 @@ refuses a shard whose size or sha256 differs from the manifest.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -39,17 +38,6 @@ def list_array(values: np.ndarray, offsets: np.ndarray, value_type: pa.DataType)
     if len(offsets) and offsets[-1] >= (1 << 31):
         raise ValueError("more than 2**31 values in one column: use more buckets (output.num_buckets)")
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), vals)
-
-
-def encode_table(table: pa.Table, *, ipc_format: IpcFormat = "stream") -> bytes:
-    """Serialise ``table`` as Arrow IPC (stream or file framing) of ``ROWS_PER_BATCH``-row
-    record batches."""
-    sink = pa.BufferOutputStream()
-    new_writer = pa.ipc.new_file if ipc_format == "file" else pa.ipc.new_stream
-    with new_writer(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
-            writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
 
 
 def ipc_format_of(data: bytes | pa.Buffer) -> IpcFormat:
@@ -86,23 +74,6 @@ def content_name(stem: str, sha256: str, suffix: str) -> str:
     'train/shard-00000-000-0123456789abcdef.arrow'
     """
     return f"{stem}-{sha256[:16]}{suffix}"
-
-
-@dataclass(frozen=True)
-class WrittenShard:
-    path: str      # relative to the dataset root
-    num_rows: int
-    num_bytes: int
-    sha256: str
-
-
-def write_shard(root: str, stem: str, table: pa.Table, *, ipc_format: IpcFormat = "stream") -> WrittenShard:
-    """Write ``table`` under ``root`` as ``content_name(stem, sha256, ".arrow")``."""
-    data = encode_table(table, ipc_format=ipc_format)
-    digest = hashlib.sha256(data).hexdigest()
-    rel_path = content_name(stem, digest, ".arrow")
-    storage.write_bytes(storage.join(root, rel_path), data)
-    return WrittenShard(rel_path, table.num_rows, len(data), digest)
 
 
 def fetch_shard(url: str, *, num_bytes: int, sha256: str) -> bytes:
