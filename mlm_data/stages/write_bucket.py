@@ -74,9 +74,7 @@ def write_document_bucket(payloads: Callable[[], Iterable[pa.Table | pa.RecordBa
     parts: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     first_row = 0
-    with ShardWriter(cfg.output.path, split=split, bucket=bucket,  # type: ignore[arg-type]
-                     target_bytes=cfg.output.target_shard_bytes, id_itemsize=id_itemsize,
-                     ipc_format=cfg.output.ipc_format, driver=driver) as writer:
+    with _shard_writer(cfg, split, bucket, id_itemsize, driver) as writer:
         for w in range(plan.num_windows):
             selected = (select_rows(t, plan, w, seed=cfg.seed) for t in payloads())
             window = assemble_window([s for s in selected if s is not None], seed=cfg.seed,
@@ -102,10 +100,15 @@ def write_document_bucket(payloads: Callable[[], Iterable[pa.Table | pa.RecordBa
 def write_rows_bucket(rows: BucketRows, *, cfg: PreprocessConfig, split: str, bucket: int,
                       id_itemsize: int, driver: ProcessId | None = None) -> WrittenBucket:
     """Write a bucket whose rows were made in one piece (the labelled tasks)."""
-    with ShardWriter(cfg.output.path, split=split, bucket=bucket,  # type: ignore[arg-type]
-                     target_bytes=cfg.output.target_shard_bytes, id_itemsize=id_itemsize,
-                     ipc_format=cfg.output.ipc_format, driver=driver) as writer:
+    with _shard_writer(cfg, split, bucket, id_itemsize, driver) as writer:
         writer.write(rows.table, rows.row_tokens)
         shards = writer.close()
     return WrittenBucket(split=split, shards=shards, counts=rows.counts, stats=rows.stats,
                         chunks_dropped=rows.chunks_dropped)
+
+
+def _shard_writer(cfg: PreprocessConfig, split: str, bucket: int, id_itemsize: int,
+                  driver: ProcessId | None) -> ShardWriter:
+    return ShardWriter(cfg.output.path, split=split, bucket=bucket,  # type: ignore[arg-type]
+                       target_bytes=cfg.output.target_shard_bytes, id_itemsize=id_itemsize,
+                       ipc_format=cfg.output.ipc_format, driver=driver)

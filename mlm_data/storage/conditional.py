@@ -128,11 +128,10 @@ def replace(url: str, data: bytes, version: str) -> bool:
 
     def attempt() -> bool:
         try:
+            bucket, key = _split(path)
             if _scheme(url) in ("s3", "s3a"):
-                bucket, key = _split(path)
                 _limited(fs, "call_s3", "put_object", Bucket=bucket, Key=key, Body=data, IfMatch=version)
             else:
-                bucket, key = _split(path)
                 _limited(fs, "call", "POST", f"{fs._location}/upload/storage/v1/b/{bucket}/o",  # type: ignore[attr-defined]
                          uploadType="media", name=key, ifGenerationMatch=version, data=data,
                          headers={"Content-Type": "application/json"})
