@@ -6,7 +6,10 @@
 
 Every step is a ParDo or a GroupByKey, so it runs on any Beam runner; nothing is collected in
 the driver. A band bucket, a node's neighbours and one batch with its drops are the largest
-things a worker holds. On local runners, whose GroupByKey keeps everything in memory, the
+things a worker holds. A band entry's value is its document (node and signature reference)
+pickled once per document, not once per band, and unpickled only in the rare buckets with two
+or more members: most band keys are unique, and then an entry costs the shuffle its bytes and
+nothing else. On local runners, whose GroupByKey keeps everything in memory, the
 batches and the signatures are spilled to scratch files and only their paths are shuffled
 (as ``pipelines.shuffle`` does for the bucket stage). Each output batch is its input batch
 less the dropped documents, with the drops added to its tallies, so the accounting still
@@ -33,6 +36,8 @@ from pipelines.counters import report
 from pipelines.shuffle import spill
 
 SigRef = bytes | tuple[str, int]
+Member = bytes
+"""A band entry's value: the pickled ``(node, signature reference)`` of its document."""
 
 
 class SignFn(beam.DoFn):
@@ -44,7 +49,7 @@ class SignFn(beam.DoFn):
     def setup(self) -> None:
         self._hasher = MinHasher(self._dedup, self._seed)
 
-    def process(self, batch: Batch) -> Iterator[tuple[int, tuple[Node, SigRef]]]:
+    def process(self, batch: Batch) -> Iterator[tuple[int, Member]]:
         signed = self._hasher.sign(batch.items, self._clean)
         if not signed.nodes:
             return
@@ -56,8 +61,9 @@ class SignFn(beam.DoFn):
             refs = [(path, i) for i in range(len(signed.nodes))]
         keys = signed.keys.view(np.int64).tolist()  # int64: Beam's deterministic varint key coder
         for node, ref, row in zip(signed.nodes, refs, keys):
+            member = pickle.dumps((node, ref), protocol=pickle.HIGHEST_PROTOCOL)
             for key in row:
-                yield key, (node, ref)
+                yield key, member
 
 
 class VerifyBucketFn(beam.DoFn):
@@ -81,11 +87,12 @@ class VerifyBucketFn(beam.DoFn):
                 self._files.popitem(last=False)
         return np.asarray(sigs[row])
 
-    def process(self, element: tuple[int, Iterable[tuple[Node, SigRef]]]) -> Iterator[Edge]:
+    def process(self, element: tuple[int, Iterable[Member]]) -> Iterator[Edge]:
         _, members = element
-        by_node = dict(members)
-        if len(by_node) < 2:
+        distinct = set(members)
+        if len(distinct) < 2:
             return
+        by_node: dict[Node, SigRef] = dict(pickle.loads(m) for m in distinct)
         nodes = sorted(by_node)
         sigs = np.stack([self._load(by_node[n]) for n in nodes])
         for centre, member in verify_bucket(sigs, self._threshold):

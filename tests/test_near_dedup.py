@@ -16,7 +16,7 @@ import pytest
 import mlm_data.stages.batches
 from mlm_data.config.preprocess import CleanConfig, DedupConfig
 from mlm_data.quality.clusters import label, large_star, small_star, verify_bucket
-from mlm_data.quality.minhash import lsh_params, permutations, signatures
+from mlm_data.quality.minhash import MinHash, lsh_params
 from mlm_data.quality.near_dedup import MinHasher
 from mlm_data.quality.words import batch_words, ngrams
 from mlm_data.reading.document_reader import Document
@@ -35,19 +35,15 @@ def bench():
 
 
 def test_signatures_are_stable_and_do_not_depend_on_the_batch():
-    a, b = permutations(12345, 4)
-    assert (a.tolist(), b.tolist()) == (GOLDEN_A, GOLDEN_B)   # the same on every machine, forever
     texts = ["The quick brown fox jumps over the lazy dog near the river bank.", "Another, different text."]
     hasher = MinHasher(DedupConfig(), seed=7)
     together = hasher.sign([Document(f"d#{i}", t) for i, t in enumerate(texts)], CleanConfig())
     alone = hasher.sign([Document("x#0", texts[0])], CleanConfig())
     assert np.array_equal(together.sigs[0], alone.sigs[0]) and np.array_equal(together.keys[0], alone.keys[0])
-    assert hashlib.sha256(alone.sigs.tobytes()).hexdigest()[:16] == GOLDEN_SIGNATURE
+    assert hashlib.sha256(alone.sigs.tobytes()).hexdigest()[:16] == GOLDEN_SIGNATURE   # on every machine, forever
 
 
-GOLDEN_A = [2629609309, 1731139275, 2253287732, 3969791655]
-GOLDEN_B = [1140200766, 2081290964, 3862628756, 216296129]
-GOLDEN_SIGNATURE = "965c66dc74fad2f4"
+GOLDEN_SIGNATURE = "69db3f02225bfa6f"
 
 
 def test_signature_agreement_estimates_jaccard():
@@ -59,12 +55,38 @@ def test_signature_agreement_estimates_jaccard():
     g = ngrams(words, 3, whole_short_documents=True)
     s1, s2 = set(zip(base, base[1:], base[2:])), set(zip(other, other[1:], other[2:]))
     true = len(s1 & s2) / len(s1 | s2)
-    sigs = signatures(g.hashes, g.offsets, *permutations(1, 512))
+    sigs = MinHash(1, 512).signatures(g.hashes, g.offsets)     # fewer shingles than bins: densified
     assert abs((sigs[0] == sigs[1]).mean() - true) < 0.05
 
 
+def test_one_permutation_signatures_are_unbiased_for_small_and_large_sets():
+    """Agreement minus the true Jaccard over 400 random set pairs of 2 to 1,000 elements (many
+    with empty bins to densify), each under its own seed: no bias, and a spread no wider than
+    classic 128-function MinHash's sqrt(J(1-J)/128) <= 0.044."""
+    rng = np.random.default_rng(0)
+    errors = []
+    for seed in range(400):
+        n = int(rng.integers(2, 1000))
+        shared = int(rng.integers(0, n + 1))
+        a = rng.integers(0, 2**63, n, dtype=np.uint64)
+        b = np.concatenate([a[:shared], rng.integers(0, 2**63, n - shared, dtype=np.uint64)])
+        sigs = MinHash(seed, 128).signatures(np.concatenate([a, b]), np.array([0, n, 2 * n]))
+        errors.append((sigs[0] == sigs[1]).mean() - shared / (2 * n - shared))
+    assert abs(np.mean(errors)) < 0.005 and np.std(errors) < 0.044
+
+
+def test_every_position_of_a_document_with_shingles_is_filled():
+    sigs = MinHash(3, 128).signatures(np.array([11, 5, 7, 9], dtype=np.uint64), np.array([0, 1, 1, 4]))
+    assert len(set(sigs[0].tolist())) == 1 and sigs[0, 0] != 0xFFFFFFFF     # one shingle: its value everywhere
+    assert (sigs[1] == 0xFFFFFFFF).all()                                     # no shingles: EMPTY
+    assert set(sigs[2].tolist()) <= set(MinHash(3, 128).signatures(np.array([5, 7, 9], dtype=np.uint64),
+                                                                    np.array([0, 1, 2, 3])).ravel().tolist())
+    same = MinHash(3, 128).signatures(np.array([9, 7, 5], dtype=np.uint64), np.array([0, 3]))
+    assert np.array_equal(same[0], sigs[2])                                  # a set: order does not matter
+
+
 def test_lsh_parameters_follow_the_threshold():
-    assert lsh_params(0.8, 128) == (9, 13)        # what datasketch's MinHashLSH picks too
+    assert lsh_params(0.8, 128) == (12, 10)       # datasketch's equal weights pick (9, 13): fewer candidates
     bands, rows = lsh_params(0.5, 128)
     assert bands * rows <= 128 and bands > 9
 
@@ -129,7 +151,7 @@ def test_dofns_pickle_and_work_alone(tmp_path):
     sign = pickle.loads(pickle.dumps(SignFn(DedupConfig(num_perm=16, bands=4, rows=4), CleanConfig(), 1, str(tmp_path))))
     sign.setup()
     entries = list(sign.process(Batch(items=docs)))
-    assert len(entries) == 8 and entries[0][1][1][0].startswith(str(tmp_path))   # spilled signatures
+    assert len(entries) == 8 and pickle.loads(entries[0][1])[1][0].startswith(str(tmp_path))   # spilled signatures
     verify = pickle.loads(pickle.dumps(VerifyBucketFn(0.8, 16)))
     verify.setup()
     edges = list(verify.process((entries[0][0], [entries[0][1], entries[4][1]])))

@@ -1,5 +1,5 @@
 """``batch_words`` (vectorised) finds exactly the words ``re.findall(r"\\w+", text.lower())`` finds,
-with the same blake2b hashes, on real text and on every Unicode code point."""
+with the same hashes as ``word_hash``, on real text and on every Unicode code point."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig, DedupConfig
 from mlm_data.quality.clusters import Node
 from mlm_data.quality.documents import cleaned_text
-from mlm_data.quality.minhash import band_keys, doc_digest, lsh_params, permutations, signatures
+from mlm_data.quality.minhash import MinHash, band_keys, doc_digest, lsh_params
 from mlm_data.quality.words import batch_words, ngrams
 from mlm_data.reading.document_reader import Document
 
@@ -45,7 +45,7 @@ class MinHasher:
         self.threshold = cfg.jaccard_threshold
         self.ngram = cfg.ngram
         self.bands, self.rows = (cfg.bands, cfg.rows) if cfg.bands else lsh_params(cfg.jaccard_threshold, cfg.num_perm)
-        self.a, self.b = permutations(seed, cfg.num_perm)
+        self.minhash = MinHash(seed, cfg.num_perm)
 
     def sign(self, docs: Sequence[Document], clean: CleanConfig) -> Signed:
         key = batch_key(docs)
@@ -58,7 +58,7 @@ class MinHasher:
                 texts.append(text)
         grams = ngrams(batch_words(texts), self.ngram, whole_short_documents=True)
         has_words = np.diff(grams.offsets) > 0
-        sigs = signatures(grams.hashes, grams.offsets, self.a, self.b)[has_words]
+        sigs = self.minhash.signatures(grams.hashes, grams.offsets)[has_words]
         nodes = [n for n, keep in zip(nodes, has_words.tolist()) if keep]
         return Signed(nodes, sigs, band_keys(sigs, self.bands, self.rows))
 
