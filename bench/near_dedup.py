@@ -10,8 +10,9 @@ quality  N distinct documentation pages (pairwise 5-gram Jaccard below 0.3) from
          same boilerplate. The pipeline runs with ``dedup.near_duplicates``; recall is the
          share of copies removed per edit rate, the false-positive rate the share of distinct
          pages removed. The same documents go through datasketch's MinHash + MinHashLSH (same
-         shingles, threshold and num_perm; candidates verified the same way, union-find,
-         smallest id kept), and the two sets of removed documents are compared.
+         shingles, threshold, num_perm and LSH split; candidates verified the same way,
+         union-find, smallest id kept), and the two sets of removed documents are compared;
+         datasketch with its own (equal-weight) split is printed too.
 speed    The BERT recipe on a corpus of distinct documents re-sampled from the paragraphs of
          ../shared (under /tmp/quality-bench-*), with and without near-dedup, alternating, in
          fresh processes; prints wall and CPU seconds of each and the median ratio.
@@ -160,9 +161,11 @@ def run_pipeline(corpus: Path, out: Path, **fields: object) -> tuple[dict, dict[
     return manifest.data["counts"], dropped
 
 
-def datasketch_reference(files: dict[str, list[str]], *, threshold: float, num_perm: int, ngram: int) -> set[str]:
-    """Dropped ids with datasketch: MinHash over the same shingles, MinHashLSH candidates
-    verified by estimated Jaccard, union-find, smallest id kept."""
+def datasketch_reference(files: dict[str, list[str]], *, threshold: float, num_perm: int, ngram: int,
+                         params: tuple[int, int] | None) -> set[str]:
+    """Dropped ids with datasketch: classic MinHash (``num_perm`` hash functions) over the same
+    shingles, MinHashLSH candidates (with ``params`` = (bands, rows), or datasketch's own
+    equal-weight split if None) verified by estimated Jaccard, union-find, smallest id kept."""
     from datasketch import MinHash, MinHashLSH
 
     from mlm_data.quality.words import words_of
@@ -178,7 +181,7 @@ def datasketch_reference(files: dict[str, list[str]], *, threshold: float, num_p
             m.update_batch([g.encode("utf-8") for g in grams])
             ids.append(f"{name}#{i}")
             hashes[ids[-1]] = m
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=params)
     for doc_id in ids:
         lsh.insert(doc_id, hashes[doc_id])
     parent = {d: d for d in ids}
@@ -214,15 +217,21 @@ def cmd_quality(args: argparse.Namespace) -> None:
         ours = score(kinds, set(dropped))
         print(f"mlm-data    ({time.perf_counter() - started:.1f}s): {fmt(ours)}")
         print(f"            ledger: {counts['documents_dropped']}")
-        started = time.perf_counter()
-        ref_dropped = datasketch_reference(files, threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram)
-        ref = score(kinds, ref_dropped)
-        print(f"datasketch  ({time.perf_counter() - started:.1f}s): {fmt(ref)}")
-        both, either = set(dropped) & ref_dropped, set(dropped) | ref_dropped
-        total = sum(map(len, files.values()))
-        print(f"agreement: {len(both)} removed by both, {len(set(dropped) - ref_dropped)} only by mlm-data, "
-              f"{len(ref_dropped - set(dropped))} only by datasketch; same decision for "
-              f"{1 - (len(either) - len(both)) / total:.2%} of {total} documents")
+        from mlm_data.quality.minhash import lsh_params
+        split = lsh_params(args.threshold, args.num_perm)
+        print(f"            LSH split {split[0]} bands x {split[1]} rows")
+        for label, params in (("same split", split), ("own split", None)):
+            started = time.perf_counter()
+            ref_dropped = datasketch_reference(files, threshold=args.threshold, num_perm=args.num_perm,
+                                               ngram=args.ngram, params=params)
+            print(f"datasketch, {label} ({time.perf_counter() - started:.1f}s): {fmt(score(kinds, ref_dropped))}")
+            if params is None:
+                continue
+            both, either = set(dropped) & ref_dropped, set(dropped) | ref_dropped
+            total = sum(map(len, files.values()))
+            print(f"agreement: {len(both)} removed by both, {len(set(dropped) - ref_dropped)} only by mlm-data, "
+                  f"{len(ref_dropped - set(dropped))} only by datasketch; same decision for "
+                  f"{1 - (len(either) - len(both)) / total:.2%} of {total} documents")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

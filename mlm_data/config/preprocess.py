@@ -268,10 +268,12 @@ class DedupConfig:
     ngram: int = 5
     """Shingle size in words (after lowercasing and removing punctuation)."""
     num_perm: int = 128
-    """MinHash signature length (hash functions); more is more exact and slower."""
+    """MinHash signature length (one-permutation hashing: bins, each a signature position);
+    more estimates Jaccard more exactly and costs more LSH bands."""
     bands: int = 0
     """LSH bands; 0 = chosen with ``rows`` from the threshold (the split of ``num_perm`` that
-    minimises the false-positive plus false-negative area under the LSH S-curve)."""
+    minimises the false-candidate area under the LSH S-curve plus four times the missed-pair
+    area, ``minhash.lsh_params``)."""
     rows: int = 0
     """LSH rows per band (``bands * rows <= num_perm``); 0 = chosen with ``bands``."""
     max_rounds: int = 8
