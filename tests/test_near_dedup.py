@@ -85,6 +85,23 @@ def test_every_position_of_a_document_with_shingles_is_filled():
     assert np.array_equal(same[0], sigs[2])                                  # a set: order does not matter
 
 
+def test_both_densification_paths_borrow_the_same_bins():
+    """Sparse documents take the filled bin of lowest rank, dense ones walk the sequences: the
+    same rule, so a document's signature does not depend on which path it took."""
+    rng = np.random.default_rng(5)
+    for p in (16, 100, 128):
+        minhash = MinHash(9, p)
+        filled = rng.random((300, p)) < rng.random((300, 1)) * 0.5
+        filled[:, 0] |= ~filled.any(axis=1)
+        values = rng.integers(0, 2**32 - 1, (300, p), dtype=np.uint64).astype(np.uint32)
+        by_rank, by_walk = np.where(filled, values, 0), np.where(filled, values, 0)
+        minhash._lowest_rank(by_rank, filled, np.arange(300))
+        rows, bins = np.nonzero(~filled)
+        minhash._walk(by_walk, filled, rows, bins)
+        assert np.array_equal(by_rank, by_walk)
+        assert set(by_rank[0].tolist()) <= set(values[0][filled[0]].tolist())
+
+
 def test_lsh_parameters_follow_the_threshold():
     assert lsh_params(0.8, 128) == (12, 10)       # datasketch's equal weights pick (9, 13): fewer candidates
     bands, rows = lsh_params(0.5, 128)

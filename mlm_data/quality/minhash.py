@@ -23,19 +23,24 @@ any band become candidates, with probability ``1 - (1 - s**rows)**bands`` for si
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import lru_cache
 
 import numpy as np
 
 from mlm_data.quality.words import combine
+from mlm_data.ragged import offsets_from_lengths, ranges_index
 from mlm_data.seeding import derive_key, random_bits
 
 EMPTY = np.uint32(0xFFFFFFFF)
 """The signature value of a document without shingles (no hash value is above it)."""
 _LOW = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
-_ATTEMPTS_PER_STEP = 32
-_MAX_ATTEMPTS = 2048
+_DRAWS_PER_BIN = 8
+"""Length of each bin's sequence of bins to borrow from, in multiples of ``num_perm``: a bin
+missing from a sequence of ``8 * num_perm`` draws has odds of about e**-8."""
+_CHUNK = 1 << 21
+"""Densification works on about this many (empty bin, candidate) pairs at a time."""
 
 
 def _bin(bits: np.ndarray, num_bins: int) -> np.ndarray:
@@ -49,7 +54,8 @@ class MinHash:
     def __init__(self, seed: int, num_perm: int) -> None:
         self.num_perm = num_perm
         self._key = derive_key(seed, "minhash")
-        self._densify_key = derive_key(seed, "minhash-densify")
+        self._sequence, self._rank = _borrow_sequences(derive_key(seed, "minhash-densify"), num_perm)
+        self._sparse = math.isqrt(2 * num_perm)
 
     def signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``(D, num_perm)`` uint32 signatures of ``D`` documents whose shingle hashes are
@@ -66,24 +72,66 @@ class MinHash:
         return out
 
     def _densify(self, out: np.ndarray, filled: np.ndarray) -> None:
-        """Fill each empty bin of a document that has shingles with the value of the first
-        filled bin in the bin's own pseudo-random sequence of bins (in place). Attempts go
-        ``_ATTEMPTS_PER_STEP`` at a time over every empty bin of the batch; a bin still empty
-        after ``_MAX_ATTEMPTS`` (a one-shingle document has odds of about e**-16 per bin)
-        takes the document's first filled bin, which still depends on the filled set alone."""
-        docs, bins = np.nonzero(~filled & filled.any(axis=1, keepdims=True))
-        attempt, p = 0, self.num_perm
-        while len(docs) and attempt < _MAX_ATTEMPTS:
-            tries = np.arange(attempt, attempt + _ATTEMPTS_PER_STEP, dtype=np.uint64)
-            candidates = _bin(random_bits(self._densify_key, bins[:, None], tries[None, :]), p).astype(np.int64)
-            ok = filled[docs[:, None], candidates]
-            hit = ok.any(axis=1)
-            source = candidates[np.arange(len(docs)), ok.argmax(axis=1)]
-            out[docs[hit], bins[hit]] = out[docs[hit], source[hit]]
-            docs, bins = docs[~hit], bins[~hit]
-            attempt += _ATTEMPTS_PER_STEP
+        """Fill each empty bin ``i`` of a document that has shingles, in place, with the value of
+        the first filled bin in bin ``i``'s sequence (``_borrow_sequences``). Two ways to find
+        it, with identical results: documents with few filled bins (below ``sqrt(2 *
+        num_perm)``) take the filled bin of lowest rank, (empty x filled) pairs of work;
+        the others walk the sequences in doubling windows, about ``2 * num_perm / filled``
+        draws per empty bin. Documents with every bin filled cost nothing."""
+        p = self.num_perm
+        num_filled = filled.sum(axis=1)
+        sparse = (num_filled > 0) & (num_filled < self._sparse)
+        docs = np.flatnonzero(sparse)
         if len(docs):
-            out[docs, bins] = out[docs, filled[docs].argmax(axis=1)]
+            work = np.cumsum((p - num_filled[docs]) * num_filled[docs])
+            cuts = np.searchsorted(work, np.arange(_CHUNK, work[-1], _CHUNK), side="right")
+            for chunk in np.split(docs, np.unique(cuts)):
+                self._lowest_rank(out, filled, chunk)
+        rows, bins = np.nonzero(~filled & ~sparse[:, None] & (num_filled > 0)[:, None])
+        for start in range(0, len(rows), _CHUNK // 64):
+            self._walk(out, filled, rows[start:start + _CHUNK // 64], bins[start:start + _CHUNK // 64])
+
+    def _lowest_rank(self, out: np.ndarray, filled: np.ndarray, docs: np.ndarray) -> None:
+        p = self.num_perm
+        f = filled[docs]
+        _, filled_bin = np.nonzero(f)                       # by document, then bin
+        empty_doc, empty_bin = np.nonzero(~f)
+        per_doc = f.sum(axis=1)
+        pairs = per_doc[empty_doc]                          # one pair per (empty bin, filled bin) of a document
+        candidate = filled_bin[ranges_index(offsets_from_lengths(per_doc)[:-1][empty_doc], pairs)]
+        ranks = self._rank[np.repeat(empty_bin, pairs), candidate] * p + candidate
+        best = np.minimum.reduceat(ranks, offsets_from_lengths(pairs)[:-1]) % p
+        rows = docs[empty_doc]
+        out[rows, empty_bin] = out[rows, best]
+
+    def _walk(self, out: np.ndarray, filled: np.ndarray, rows: np.ndarray, bins: np.ndarray) -> None:
+        start, width, draws = 0, 4, self._sequence.shape[1]
+        while len(rows) and start < draws:
+            candidates = self._sequence[bins, start:start + width].astype(np.int64)
+            ok = filled[rows[:, None], candidates]
+            hit = ok.any(axis=1)
+            source = candidates[np.arange(len(rows)), ok.argmax(axis=1)]
+            out[rows[hit], bins[hit]] = out[rows[hit], source[hit]]
+            rows, bins = rows[~hit], bins[~hit]
+            start, width = start + width, 2 * width
+        if len(rows):                                       # never drawn: the smallest filled bin lends
+            out[rows, bins] = out[rows, filled[rows].argmax(axis=1)]
+
+
+def _borrow_sequences(key: int, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each bin's pseudo-random sequence of bins to borrow from, ``(num_perm, draws)`` int16
+    with ``draws = _DRAWS_PER_BIN * num_perm`` (``random_bits(key, bin, draw)``), and the
+    ``(num_perm, num_perm)`` rank of every bin in every sequence: the first draw naming it,
+    or ``draws + j`` if none does, so that the smallest filled bin lends then (as the walk's
+    fallback does). They depend on the seed alone, never on a document: that is what makes
+    borrowed values agree between similar documents (optimal densification)."""
+    draws = _DRAWS_PER_BIN * num_perm
+    bins = np.arange(num_perm, dtype=np.uint64)[:, None]
+    sequence = _bin(random_bits(key, bins, np.arange(draws, dtype=np.uint64)[None, :]), num_perm).astype(np.int16)
+    rank = np.tile(draws + np.arange(num_perm, dtype=np.int64), (num_perm, 1))
+    np.minimum.at(rank, (np.repeat(np.arange(num_perm), draws), sequence.ravel().astype(np.int64)),
+                  np.tile(np.arange(draws, dtype=np.int64), num_perm))
+    return sequence, rank
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
