@@ -28,7 +28,7 @@ class CleanAndSplitFn(beam.DoFn):
 
     def process(self, batch: Batch) -> Iterator[Batch]:
         counts = Counts()
-        kept = prepare_documents.clean_and_split(batch.items, self._config, counts)
+        kept = prepare_documents.clean_and_split(batch.items, self._config, counts, already_clean=batch.cleaned)
         report(counts)
         yield Batch(items=kept, counts=counts)
 

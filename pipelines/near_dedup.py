@@ -18,6 +18,7 @@ rides with the data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from collections import OrderedDict
@@ -50,7 +51,7 @@ class SignFn(beam.DoFn):
         self._hasher = MinHasher(self._dedup, self._seed)
 
     def process(self, batch: Batch) -> Iterator[tuple[int, Member]]:
-        signed = self._hasher.sign(batch.items, self._clean)
+        signed = self._hasher.sign(batch.items, self._clean, already_clean=batch.cleaned)
         if not signed.nodes:
             return
         refs: list[SigRef]
@@ -141,7 +142,7 @@ class ApplyDropsFn(beam.DoFn):
                     stored = pickle.loads(f.read())
             kept, counts = apply_drops(stored.items, drops)
             report(counts)
-            yield Batch(items=kept, counts=stored.counts + counts, problems=stored.problems, facts=stored.facts)
+            yield dataclasses.replace(stored, items=kept, counts=stored.counts + counts)
 
 
 class WriteClustersFn(beam.DoFn):

@@ -36,7 +36,7 @@ from mlm_data.text.tokenizer import describe, parse_tokenizer
 from pipelines.document_stages import AssignBucketsFn, CleanAndSplitFn, TokenizeFn
 from pipelines.labelled_stages import EncodeLabelledFn, RouteLabelledFn, WriteLabelledBucketFn
 from pipelines.near_dedup import ApplyDropsFn, SignFn, StoreBatchFn, VerifyBucketFn, WriteClustersFn
-from pipelines.quality import FilterFn
+from pipelines.quality import CleanFn, FilterFn
 from pipelines.read import ReadFileFn
 from pipelines.write import WriteDocumentBucketFn, WriteManifestFn
 
@@ -88,6 +88,7 @@ def dofns(info, tmp: Path) -> dict[str, beam.DoFn]:
         "WriteDocumentBucketFn": WriteDocumentBucketFn(cfg, info, id_itemsize=2, progress_dir=str(tmp)),
         "WriteManifestFn": WriteManifestFn(cfg, info, inputs=inputs_of([str(tmp)], []), id_dtype="uint16", lease=None),
         "FilterFn": FilterFn(cfg.filters, cfg.clean),
+        "CleanFn": CleanFn(cfg.clean),
         "SignFn": SignFn(cfg.dedup, cfg.clean, cfg.seed, str(tmp)),
         "VerifyBucketFn": VerifyBucketFn(0.8, 128),
         "StoreBatchFn": StoreBatchFn(None),

@@ -253,3 +253,30 @@ def test_dask_runner_matches_in_process(tmp_path, preprocess, bench, dask_schedu
     preprocess(str(corpus), tmp_path / "dask", beam_args=[
         "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", dask_scheduler], **KW)
     assert _dataset_bytes(tmp_path / "dask") == _dataset_bytes(tmp_path / "inproc")
+
+
+def test_each_document_is_cleaned_once_and_the_dataset_is_the_same(tmp_path, preprocess, monkeypatch):
+    """With near-dedup (alone or after filters) the first quality stage cleans every document and
+    marks its batch; nothing cleans it again, and the shards are byte for byte those of a run
+    whose ``CleanAndSplit`` cleans again anyway."""
+    import mlm_data.quality.documents as documents
+    import mlm_data.stages.prepare_documents as prepare
+
+    docs = demo_documents(40) + ["  \t ", "\u200b\u200b", "x", "zero\u200bwidth " * 30]
+    reaching = len(docs) - 1                    # a blank "document" is only a separator to the reader
+    corpus = write_corpus(tmp_path / "in", [docs])
+    calls = []
+    real_clean_text, real_clean_and_split = documents.clean_text, prepare.clean_and_split
+    monkeypatch.setattr(documents, "clean_text", lambda text, **kw: calls.append(text) or real_clean_text(text, **kw))
+    settings = {"dedup.near_duplicates": True, "clean.min_document_chars": 5}
+    for name, extra in (("dedup", {}), ("filters", {"filters.min_words": 3})):
+        calls.clear()
+        once = preprocess(str(corpus), tmp_path / name, **settings, **extra)
+        assert len(calls) == reaching, name
+        with monkeypatch.context() as m:
+            m.setattr(prepare, "clean_and_split", lambda d, cfg, counts, **_: real_clean_and_split(d, cfg, counts))
+            again = preprocess(str(corpus), tmp_path / f"{name}-again", **settings, **extra)
+        assert len(calls) > 3 * reaching - 10, name                   # cleaned again in CleanAndSplit
+        assert _dataset_bytes(tmp_path / name) == _dataset_bytes(tmp_path / f"{name}-again")
+        assert once.data["counts"] == again.data["counts"]
+        assert once.data["counts"]["documents_dropped"] == {"empty": 1, "document_too_short": 1}   # by cleaning

@@ -31,7 +31,7 @@ import numpy as np
 
 from mlm_data.accounting import FILTER_RULES, Counts
 from mlm_data.config.preprocess import CleanConfig, FilterConfig
-from mlm_data.quality.documents import cleaned_text
+from mlm_data.quality.documents import clean, cleaning_drop
 from mlm_data.quality.language import LanguageDetector
 from mlm_data.quality.stopwords import ENGLISH_STOP_WORDS
 from mlm_data.quality.words import BatchWords, batch_words, ngrams, word_hash
@@ -223,21 +223,22 @@ class QualityFilter:
         if limit is not None:
             fails[rule] = values > limit
 
-    def filter_documents(self, docs: Sequence[Document], clean: CleanConfig) -> tuple[list[Document], Counts]:
+    def filter_documents(self, docs: Sequence[Document], clean_cfg: CleanConfig) -> tuple[list[Document], Counts]:
         """The documents that pass, cleaned, in order, and the others counted as ``filter.<rule>``.
 
-        Rules see the text as cleaning leaves it; documents that cleaning will drop pass
-        through untouched, for ``CleanAndSplit`` to count under its own reason."""
-        texts = [cleaned_text(d.text, clean) for d in docs]
-        judged = [i for i, t in enumerate(texts) if t is not None]
-        rules = self.evaluate([texts[i] for i in judged], [docs[i].text for i in judged])  # type: ignore[misc]
+        Rules see the text as cleaning leaves it (the paragraph rules the text as read);
+        documents that cleaning will drop are not judged and pass through, cleaned too, for
+        ``CleanAndSplit`` to count under its own reason."""
+        texts = [clean(d.text, clean_cfg) for d in docs]
+        judged = [i for i, t in enumerate(texts) if cleaning_drop(t, clean_cfg) is None]
+        rules = self.evaluate([texts[i] for i in judged], [docs[i].text for i in judged])
         failed = dict(zip(judged, rules))
         counts = Counts()
         kept: list[Document] = []
         for i, doc in enumerate(docs):
-            rule, text = failed.get(i), texts[i]
+            rule = failed.get(i)
             if rule is not None:
                 counts.drop(f"filter.{rule}")
             else:
-                kept.append(doc if text is None else Document(doc.id, text))
+                kept.append(Document(doc.id, texts[i]))
         return kept, counts

@@ -47,12 +47,12 @@ class MinHasher:
         self.bands, self.rows = (cfg.bands, cfg.rows) if cfg.bands else lsh_params(cfg.jaccard_threshold, cfg.num_perm)
         self.minhash = MinHash(seed, cfg.num_perm)
 
-    def sign(self, docs: Sequence[Document], clean: CleanConfig) -> Signed:
+    def sign(self, docs: Sequence[Document], clean: CleanConfig, *, already_clean: bool = False) -> Signed:
         key = batch_key(docs)
         nodes: list[Node] = []
         texts: list[str] = []
         for doc in docs:
-            text = cleaned_text(doc.text, clean)
+            text = cleaned_text(doc.text, clean, already_clean=already_clean)
             if text is not None:
                 nodes.append((doc.id, key, doc_digest(text)))
                 texts.append(text)

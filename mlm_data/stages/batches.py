@@ -41,6 +41,9 @@ class Batch:
     """Tallies that are not about documents (e.g. words cut to fit a window), for the manifest."""
     chars_read: int = 0
     """Characters of text read into this batch (set by ``read_batches``; for progress only)."""
+    cleaned: bool = False
+    """Every document's text is already as cleaning leaves it (``mlm_data.quality.documents``):
+    set by the quality stages, which clean each document once, so ``CleanAndSplit`` does not."""
 
     def summary(self) -> tuple[Counts, list[FileProblem], dict[str, int]]:
         return self.counts, self.problems, self.facts

@@ -20,9 +20,9 @@ from mlm_data.accounting import Counts
 from mlm_data.config.preprocess import CleanConfig
 from mlm_data.instances.donors import DonationConfig, donate, donor_buckets
 from mlm_data.instances.windows import payload_batch
+from mlm_data.quality.documents import clean, cleaning_drop
 from mlm_data.ragged import offsets_from_lengths, ranges_index
 from mlm_data.reading.document_reader import Document
-from mlm_data.text.cleaning import clean_text
 from mlm_data.text.sentences import split_lines, split_sentences
 from mlm_data.text.tokenized import DIGEST_BYTES, TokenizedDocuments
 from mlm_data.text.tokenizer import TextEncoder
@@ -41,21 +41,17 @@ def content_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
 
 
-def clean_and_split(docs: Sequence[Document], cfg: CleanConfig, counts: Counts) -> list[SplitDocument]:
-    """Normalise, length-filter and sentence-split; drops are added to ``counts``."""
+def clean_and_split(docs: Sequence[Document], cfg: CleanConfig, counts: Counts, *,
+                    already_clean: bool = False) -> list[SplitDocument]:
+    """Normalise (unless a quality stage did, ``already_clean``), length-filter and
+    sentence-split; drops are added to ``counts``."""
     split = split_sentences if cfg.sentence_split == "rules" else split_lines
     out: list[SplitDocument] = []
     for doc in docs:
-        text = clean_text(doc.text, normalization=cfg.unicode_normalization,
-                          remove_control_chars=cfg.remove_control_chars)
-        if not text.strip():
-            counts.drop(accounting.EMPTY)
-            continue
-        if len(text) < cfg.min_document_chars:
-            counts.drop(accounting.DOCUMENT_TOO_SHORT)
-            continue
-        if len(text) > cfg.max_document_chars:
-            counts.drop(accounting.DOCUMENT_TOO_LONG)
+        text = doc.text if already_clean else clean(doc.text, cfg)
+        reason = cleaning_drop(text, cfg)
+        if reason is not None:
+            counts.drop(reason)
             continue
         out.append(SplitDocument(doc.id, content_digest(text), split(text)))
     return out
