@@ -1,7 +1,7 @@
 """Near-duplicate removal: quality against datasketch, time overhead, and what the filters remove.
 
 Run:  python bench/near_dedup.py quality [--originals 600] [--threshold 0.5]
-      python bench/near_dedup.py speed [--corpus-mb 100] [--pairs 2]
+      python bench/near_dedup.py speed [--corpus-mb 100] [--pairs 2] [--paragraphs 5 40]
       python bench/near_dedup.py filters [--config configs/pretrain/quality-filters.yaml]
 
 quality  N distinct documentation pages (pairwise 5-gram Jaccard below 0.3) from ../shared, near
@@ -241,14 +241,15 @@ def fmt(s: dict) -> str:
     return f"recall {recall}; false positives {s['false_positives']}/{s['originals']} ({s['false_positive_rate']:.2%})"
 
 
-def resampled_corpus(root: Path, target_mb: float, *, seed: int = 0) -> Path:
-    """Distinct documents of 5-40 paragraphs drawn at random from the shared corpora's paragraphs."""
+def resampled_corpus(root: Path, target_mb: float, *, seed: int = 0, paragraphs: tuple[int, int] = (5, 40)) -> Path:
+    """Distinct documents of ``paragraphs`` (5-40) paragraphs drawn at random from the shared
+    corpora's paragraphs."""
     rng = random.Random(seed)
-    paragraphs = [p for d in pages([PYDOC, DJANGO]) for p in d.split("\n") if len(p) > 40]
+    pool = [p for d in pages([PYDOC, DJANGO]) for p in d.split("\n") if len(p) > 40]
     root.mkdir(parents=True, exist_ok=True)
     size, part, docs = 0, 0, []
     while size < target_mb * 1e6:
-        doc = "\n".join(rng.choice(paragraphs) for _ in range(rng.randint(5, 40)))
+        doc = "\n".join(rng.choice(pool) for _ in range(rng.randint(*paragraphs)))
         docs.append(doc)
         size += len(doc.encode("utf-8")) + 2
         if len(docs) == 2000 or size >= target_mb * 1e6:
@@ -274,9 +275,11 @@ def cmd_speed(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="quality-bench-"))
     tokenizer = BERT if BERT.exists() else SMALL_TOKENIZER
     try:
-        corpus = resampled_corpus(work / "in", args.corpus_mb)
+        corpus = resampled_corpus(work / "in", args.corpus_mb, paragraphs=tuple(args.paragraphs))
         mb = sum(p.stat().st_size for p in corpus.iterdir()) / 1e6
-        print(f"{mb:.1f} MB of re-sampled documents, BERT recipe, tokenizer {tokenizer.name}")
+        docs = sum(p.read_text(encoding="utf-8").count("\n\n") + 1 for p in corpus.iterdir())
+        print(f"{mb:.1f} MB of re-sampled documents ({docs:,}, {args.paragraphs[0]}-{args.paragraphs[1]} paragraphs "
+              f"each), BERT recipe, tokenizer {tokenizer.name}")
         print(f"{'pair':>4} {'plain wall':>11} {'cpu':>8} {'near-dedup wall':>16} {'cpu':>8} {'wall ratio':>11} {'cpu ratio':>10}")
         walls, cpus = [], []
         for i in range(args.pairs):
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("speed")
     s.add_argument("--corpus-mb", type=float, default=100)
     s.add_argument("--pairs", type=int, default=2)
+    s.add_argument("--paragraphs", type=int, nargs=2, default=(5, 40), metavar=("MIN", "MAX"),
+                   help="paragraphs per document (short documents: 2 2)")
     f = sub.add_parser("filters")
     f.add_argument("--config", default=str(REPO / "configs/pretrain/quality-filters.yaml"))
     args = parser.parse_args(argv)
