@@ -1,8 +1,8 @@
 """Cleaning as one rule for every stage that reads document text: ``CleanAndSplit`` and the
 quality stages before it (filters, near-dedup) clean and length-check a document the same
 way. When a quality stage runs, it cleans each document once and hands the batch on marked
-``Batch.cleaned``; later stages then only check lengths (``clean_text`` is a fixed point, so
-the output is the same as cleaning again, for a third of near-dedup's per-document cost)."""
+``Batch.cleaned``; later stages then only check lengths. ``clean_text`` is a fixed point, so
+the dataset is byte for byte the one cleaning again would give (tested)."""
 
 from __future__ import annotations
 
