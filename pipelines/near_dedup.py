@@ -6,14 +6,15 @@
 
 Every step is a ParDo or a GroupByKey, so it runs on any Beam runner; nothing is collected in
 the driver. A band bucket, a node's neighbours and one batch with its drops are the largest
-things a worker holds. A band entry's value is its document (node and signature reference)
-pickled once per document, not once per band, and unpickled only in the rare buckets with two
-or more members: most band keys are unique, and then an entry costs the shuffle its bytes and
-nothing else. On local runners, whose GroupByKey keeps everything in memory, the
-batches and the signatures are spilled to scratch files and only their paths are shuffled
-(as ``pipelines.shuffle`` does for the bucket stage). Each output batch is its input batch
-less the dropped documents, with the drops added to its tallies, so the accounting still
-rides with the data.
+things a worker holds. A band entry's value is its document (node and a reference to its
+verification record: sketch, and shingle set for short documents) pickled once per
+document, not once per band, and unpickled only in the rare buckets with two or more
+members: most band keys are unique, and then an entry costs the shuffle its bytes and nothing
+else. On local runners, whose GroupByKey keeps everything in memory, the batches and the
+records are spilled to scratch files and only their paths are shuffled (as
+``pipelines.shuffle`` does for the bucket stage). Each output batch is its input batch less
+the dropped documents, with the drops added to its tallies, so the accounting still rides
+with the data.
 """
 
 from __future__ import annotations
@@ -31,18 +32,19 @@ import numpy as np
 from mlm_data import storage
 from mlm_data.config.preprocess import CleanConfig, DedupConfig
 from mlm_data.quality.clusters import Edge, Node, label, large_star, small_star, verify_bucket
-from mlm_data.quality.near_dedup import MinHasher, apply_drops, batch_key, drop_reason
+from mlm_data.quality.near_dedup import MinHasher, apply_drops, batch_key, drop_reason, parse_record
 from mlm_data.stages.batches import Batch
 from pipelines.counters import report
 from pipelines.shuffle import spill
 
-SigRef = bytes | tuple[str, int]
+RecordRef = bytes | tuple[str, int, int]
+"""A document's verification record (``Signed.records``): the bytes, or ``(spill file, offset, length)``."""
 Member = bytes
-"""A band entry's value: the pickled ``(node, signature reference)`` of its document."""
+"""A band entry's value: the pickled ``(node, record reference)`` of its document."""
 
 
 class SignFn(beam.DoFn):
-    """One ``(band key, (node, signature))`` per band per document."""
+    """One ``(band key, member)`` per band per document."""
 
     def __init__(self, dedup: DedupConfig, clean: CleanConfig, seed: int, spill_dir: str | None) -> None:
         self._dedup, self._clean, self._seed, self._spill_dir = dedup, clean, seed, spill_dir
@@ -54,12 +56,14 @@ class SignFn(beam.DoFn):
         signed = self._hasher.sign(batch.items, self._clean, already_clean=batch.cleaned)
         if not signed.nodes:
             return
-        refs: list[SigRef]
+        records = signed.records()
+        refs: list[RecordRef]
         if self._spill_dir is None:
-            refs = [row.tobytes() for row in signed.sigs]
+            refs = list(records)
         else:
-            path = spill(np.ascontiguousarray(signed.sigs).tobytes(), self._spill_dir, ".sig")
-            refs = [(path, i) for i in range(len(signed.nodes))]
+            path = spill(b"".join(records), self._spill_dir, ".sketch")
+            ends = np.cumsum([len(r) for r in records]).tolist()
+            refs = [(path, end - len(r), len(r)) for end, r in zip(ends, records)]
         keys = signed.keys.view(np.int64).tolist()  # int64: Beam's deterministic varint key coder
         for node, ref, row in zip(signed.nodes, refs, keys):
             member = pickle.dumps((node, ref), protocol=pickle.HIGHEST_PROTOCOL)
@@ -74,29 +78,30 @@ class VerifyBucketFn(beam.DoFn):
         self._threshold, self._num_perm = threshold, num_perm
 
     def setup(self) -> None:
-        self._files: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._files: OrderedDict[str, np.memmap] = OrderedDict()
 
-    def _load(self, ref: SigRef) -> np.ndarray:
+    def _load(self, ref: RecordRef) -> tuple[np.ndarray, np.ndarray | None]:
         if isinstance(ref, bytes):
-            return np.frombuffer(ref, dtype=np.uint32)
-        path, row = ref
-        sigs = self._files.get(path)
-        if sigs is None:
-            sigs = np.memmap(path, dtype=np.uint32, mode="r").reshape(-1, self._num_perm)
-            self._files[path] = sigs
+            return parse_record(ref, self._num_perm)
+        path, offset, length = ref
+        data = self._files.get(path)
+        if data is None:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+            self._files[path] = data
             if len(self._files) > 64:
                 self._files.popitem(last=False)
-        return np.asarray(sigs[row])
+        return parse_record(bytes(data[offset:offset + length]), self._num_perm)
 
     def process(self, element: tuple[int, Iterable[Member]]) -> Iterator[Edge]:
         _, members = element
         distinct = set(members)
         if len(distinct) < 2:
             return
-        by_node: dict[Node, SigRef] = dict(pickle.loads(m) for m in distinct)
+        by_node: dict[Node, RecordRef] = dict(pickle.loads(m) for m in distinct)
         nodes = sorted(by_node)
-        sigs = np.stack([self._load(by_node[n]) for n in nodes])
-        for centre, member in verify_bucket(sigs, self._threshold):
+        loaded = [self._load(by_node[n]) for n in nodes]
+        sketches = np.stack([sketch for sketch, _ in loaded])
+        for centre, member in verify_bucket(sketches, self._threshold, sets=[exact for _, exact in loaded]):
             yield nodes[member], nodes[centre]
 
 

@@ -16,8 +16,8 @@ import pytest
 import mlm_data.stages.batches
 from mlm_data.config.preprocess import CleanConfig, DedupConfig
 from mlm_data.quality.clusters import label, large_star, small_star, verify_bucket
-from mlm_data.quality.minhash import MinHash, lsh_params
-from mlm_data.quality.near_dedup import MinHasher
+from mlm_data.quality.minhash import MinHash, estimated_jaccard, lsh_params
+from mlm_data.quality.near_dedup import MinHasher, parse_record
 from mlm_data.quality.words import batch_words, ngrams
 from mlm_data.reading.document_reader import Document
 from mlm_data.stages.batches import Batch
@@ -39,11 +39,11 @@ def test_signatures_are_stable_and_do_not_depend_on_the_batch():
     hasher = MinHasher(DedupConfig(), seed=7)
     together = hasher.sign([Document(f"d#{i}", t) for i, t in enumerate(texts)], CleanConfig())
     alone = hasher.sign([Document("x#0", texts[0])], CleanConfig())
-    assert np.array_equal(together.sigs[0], alone.sigs[0]) and np.array_equal(together.keys[0], alone.keys[0])
-    assert hashlib.sha256(alone.sigs.tobytes()).hexdigest()[:16] == GOLDEN_SIGNATURE   # on every machine, forever
+    assert np.array_equal(together.sketches[0], alone.sketches[0]) and np.array_equal(together.keys[0], alone.keys[0])
+    assert hashlib.sha256(alone.sketches.tobytes() + alone.keys.tobytes()).hexdigest()[:16] == GOLDEN_SIGNATURE
 
 
-GOLDEN_SIGNATURE = "69db3f02225bfa6f"
+GOLDEN_SIGNATURE = "c82495478713e4de"   # the same on every machine, forever
 
 
 def test_signature_agreement_estimates_jaccard():
@@ -83,6 +83,24 @@ def test_every_position_of_a_document_with_shingles_is_filled():
                                                                     np.array([0, 1, 2, 3])).ravel().tolist())
     same = MinHash(3, 128).signatures(np.array([9, 7, 5], dtype=np.uint64), np.array([0, 3]))
     assert np.array_equal(same[0], sigs[2])                                  # a set: order does not matter
+
+
+def test_short_templated_pages_are_compared_by_their_exact_shingle_sets():
+    """Two 9-word stubs that differ in their last word share 4 of 6 shingles (Jaccard 0.67).
+    Sketches of so few shingles are coarse: over 200 seeds the sketch estimate reaches 0.8 a
+    few times. Documents with at most num_perm shingles carry their shingle sets, and
+    verification of two such documents uses them, so at 0.8 the stubs are never linked."""
+    docs = [Document("s#0", "The node you are looking for is at XREFconv."),
+            Document("s#1", "The node you are looking for is at XREFfigureresizefcn.")]
+    sketch_hits = 0
+    for seed in range(200):
+        signed = MinHasher(DedupConfig(), seed=seed).sign(docs, CleanConfig())
+        sketch_hits += estimated_jaccard(signed.sketches[0], signed.sketches[1:])[0] >= 0.8
+        assert verify_bucket(signed.sketches, 0.8, sets=signed.sets) == []
+        assert verify_bucket(signed.sketches, 0.6, sets=signed.sets) == [(0, 1)]
+        sketch, exact = parse_record(signed.records()[1], 128)
+        assert np.array_equal(sketch, signed.sketches[1]) and exact.tolist() == sorted(set(exact.tolist()))
+    assert sketch_hits >= 1
 
 
 def test_both_densification_paths_borrow_the_same_bins():

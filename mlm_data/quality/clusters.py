@@ -22,10 +22,11 @@ unique), the same order exact de-duplication uses to keep the smallest id.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from mlm_data.quality.minhash import estimated_jaccard
 
 Node = tuple[str, str, bytes]
 Edge = tuple[Node, Node]
@@ -34,26 +35,40 @@ MAX_CENTRES = 32
 """Centres tried per band bucket: work is at most this many passes over the bucket."""
 
 
-def verify_bucket(sigs: np.ndarray, threshold: float, *, max_centres: int = MAX_CENTRES) -> list[tuple[int, int]]:
-    """``(centre, member)`` row pairs whose signatures agree in at least ``threshold`` of positions.
+def verify_bucket(sketches: np.ndarray, threshold: float, *, sets: Sequence[np.ndarray | None] | None = None,
+                  max_centres: int = MAX_CENTRES) -> list[tuple[int, int]]:
+    """``(centre, member)`` row pairs whose estimated Jaccard similarity reaches ``threshold``:
+    ``estimated_jaccard`` of their sketches, or the exact similarity of their shingle sets
+    where both have one (``sets[i]`` sorted distinct hashes, or None).
 
-    ``sigs`` is ``(M, P)``, rows in id order, so each centre is smaller than its members.
+    ``sketches`` is ``(M, P)`` undensified, rows in id order, so each centre is smaller than
+    its members.
 
     >>> s = np.array([[1, 2, 3, 4], [1, 2, 3, 9], [7, 7, 7, 7], [7, 7, 7, 8]])
     >>> verify_bucket(s, 0.75)
     [(0, 1), (2, 3)]
     """
-    need = math.ceil(threshold * sigs.shape[1] - 1e-9)
-    remaining = np.arange(len(sigs))
+    remaining = np.arange(len(sketches))
     edges: list[tuple[int, int]] = []
     for _ in range(max_centres):
         if len(remaining) < 2:
             break
         centre, rest = remaining[0], remaining[1:]
-        hit = (sigs[rest] == sigs[centre]).sum(axis=1) >= need
+        similarity = estimated_jaccard(sketches[centre], sketches[rest])
+        if sets is not None and sets[centre] is not None:
+            for i, m in enumerate(rest.tolist()):
+                if sets[m] is not None:
+                    similarity[i] = exact_jaccard(sets[centre], sets[m])
+        hit = similarity >= threshold - 1e-9
         edges += [(int(centre), int(m)) for m in rest[hit]]
         remaining = rest[~hit]
     return edges
+
+
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct values."""
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
 
 
 def large_star(node: Node, neighbours: Iterable[Node]) -> list[Edge]:

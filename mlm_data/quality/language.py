@@ -57,7 +57,9 @@ class LanguageDetector:
         return list(self._identifier.labels)
 
     def detect(self, text: str) -> tuple[str, float]:
-        """>>> LanguageDetector().detect("Der schnelle braune Fuchs springt über den faulen Hund")[0]
+        """The language code and its probability for ``text``.
+
+        >>> LanguageDetector().detect("Der schnelle braune Fuchs springt über den faulen Hund")[0]
         'de'
         """
         lang, prob = self._identifier.classify(text)

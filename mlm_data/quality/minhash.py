@@ -57,19 +57,27 @@ class MinHash:
         self._sequence, self._rank = _borrow_sequences(derive_key(seed, "minhash-densify"), num_perm)
         self._sparse = math.isqrt(2 * num_perm)
 
-    def signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """``(D, num_perm)`` uint32 signatures of ``D`` documents whose shingle hashes are
-        ``shingles[offsets[d]:offsets[d+1]]``; a document without shingles gets ``EMPTY`` everywhere."""
+    def sketches(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``(D, num_perm)`` uint32: each bin's minimum for ``D`` documents whose shingle hashes
+        are ``shingles[offsets[d]:offsets[d+1]]``, ``EMPTY`` where no shingle fell (values are
+        capped one below it, so ``EMPTY`` always means empty)."""
         num_docs, p = len(offsets) - 1, self.num_perm
         bits = random_bits(self._key, shingles)
         cell = np.repeat(np.arange(num_docs, dtype=np.int64) * p, np.diff(offsets)) + _bin(bits, p).astype(np.int64)
         out = np.full(num_docs * p, EMPTY, dtype=np.uint32)
-        np.minimum.at(out, cell, (bits & _LOW).astype(np.uint32))
-        filled = np.zeros(num_docs * p, dtype=bool)
-        filled[cell] = True
-        out, filled = out.reshape(num_docs, p), filled.reshape(num_docs, p)
-        self._densify(out, filled)
+        np.minimum.at(out, cell, np.minimum(bits & _LOW, _LOW - np.uint64(1)).astype(np.uint32))
+        return out.reshape(num_docs, p)
+
+    def densified(self, sketches: np.ndarray) -> np.ndarray:
+        """``sketches`` with every empty bin of a document that has shingles filled: the
+        signatures LSH bands are cut from (a document without shingles stays ``EMPTY``)."""
+        out = sketches.copy()
+        self._densify(out, sketches != EMPTY)
         return out
+
+    def signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Densified signatures of the documents (see ``sketches``)."""
+        return self.densified(self.sketches(shingles, offsets))
 
     def _densify(self, out: np.ndarray, filled: np.ndarray) -> None:
         """Fill each empty bin ``i`` of a document that has shingles, in place, with the value of
@@ -145,9 +153,16 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def estimated_jaccard(sig: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Share of equal positions between ``sig`` (P,) and each row of ``others`` (M, P)."""
-    return (others == sig).mean(axis=1)
+def estimated_jaccard(sketch: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Jaccard similarity of the document of ``sketch`` (P,) to each of ``others`` (M, P), from
+    undensified sketches: bins where both hold the same minimum over bins where either holds
+    one (the one-permutation estimator of Li, Owen and Zhang). Densified positions repeat
+    other bins' outcomes; this counts each bin's outcome once. For documents with every bin
+    filled it is the share of equal positions. Documents with only a few shingles get coarse
+    estimates either way (``near_dedup.MinHasher`` compares their exact sets instead)."""
+    filled = (others != EMPTY) | (sketch != EMPTY)
+    match = (others == sketch) & filled
+    return match.sum(axis=1) / np.maximum(filled.sum(axis=1), 1)
 
 
 def _area(y: np.ndarray, x: np.ndarray) -> float:
