@@ -197,6 +197,26 @@ def test_dofns_pickle_and_work_alone(tmp_path):
     assert [d.id for d in out[0].items] == ["f#0"] and out[0].counts.dropped == {"duplicate": 1}
 
 
+def test_records_inline_and_spilled_give_the_same_edges(tmp_path):
+    """Remote runners carry each document's record in its band entries, local ones a reference
+    into a spill file: the buckets verify to the same edges either way."""
+    docs = [Document(f"f#{i}", text) for i, text in enumerate(demo_documents(6))]
+    docs += [Document("f#6", docs[2].text.replace(".", "!", 2)), Document("f#7", "one two three four five six"),
+             Document("f#8", "one two three four five six seven")]
+    edges = {}
+    for name, spill_dir in (("inline", None), ("spilled", str(tmp_path))):
+        sign = SignFn(DedupConfig(jaccard_threshold=0.5), CleanConfig(min_document_chars=1), 1, spill_dir)
+        sign.setup()
+        buckets: dict[int, list[bytes]] = {}
+        for key, member in sign.process(Batch(items=docs)):
+            buckets.setdefault(key, []).append(member)
+        verify = VerifyBucketFn(0.5, 128)
+        verify.setup()
+        edges[name] = sorted({(hi[0], lo[0]) for key, members in buckets.items()
+                              for hi, lo in verify.process((key, members))})
+    assert edges["inline"] == edges["spilled"] == [("f#6", "f#2"), ("f#8", "f#7")]
+
+
 def _quality_corpus(bench, tmp_path: Path):
     chosen = bench.distinct(demo_documents(190), 100)
     files, kinds = bench.quality_corpus(chosen[:88], chosen[88:], seed=3, copies_per_rate=30)
