@@ -32,7 +32,13 @@ from mlm_data.dataset.schema import LABELLED_TASKS, id_type_for
 from mlm_data.instances.donors import DonationConfig
 from mlm_data.progress import ProgressSettings, RunSize
 from mlm_data.reading.input_files import InputFile, Inputs, inputs_of, list_input_files
-from mlm_data.stages.plan import BucketPlan, plan_buckets, resolve_labels, resolve_tokenizer
+from mlm_data.stages.plan import (
+    BucketPlan,
+    check_side_files,
+    plan_buckets,
+    resolve_labels,
+    resolve_tokenizer,
+)
 from mlm_data.text.tokenizer import TokenizerInfo
 from pipelines.document_stages import PrepareDocuments
 from pipelines.labelled_stages import PrepareLabelled, WriteLabelledBucketFn
@@ -62,6 +68,7 @@ def run(cfg: PreprocessConfig, *, beam_args: Sequence[str] = (), echo: Callable[
     files = list_input_files(cfg.input.paths)
     inputs = inputs_of(cfg.input.paths, files)
     publication.check_output(root, overwrite=cfg.output.overwrite)
+    check_side_files(cfg)
     tokenizer_json, info = resolve_tokenizer(cfg, files, echo=echo, progress=progress, write=write_stderr)
     fixed_labels = resolve_labels(cfg)
     plan = plan_buckets(cfg, files, info.vocab_size)

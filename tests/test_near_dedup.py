@@ -318,3 +318,23 @@ def test_each_document_is_cleaned_once_and_the_dataset_is_the_same(tmp_path, pre
         assert _dataset_bytes(tmp_path / name) == _dataset_bytes(tmp_path / f"{name}-again")
         assert once.data["counts"] == again.data["counts"]
         assert once.data["counts"]["documents_dropped"] == {"empty": 1, "document_too_short": 1}   # by cleaning
+
+
+def test_an_unwritable_clusters_file_fails_before_the_run(tmp_path, preprocess):
+    """The clusters file is written at the end of the run: a wrong path is refused up front, in
+    one line, with the old dataset untouched and no probe left behind."""
+    from mlm_data.errors import ConfigError
+
+    corpus = write_corpus(tmp_path / "in", [demo_documents(8)])
+    preprocess(str(corpus), tmp_path / "out")
+    before = _dataset_bytes(tmp_path / "out")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    for path, says in ((tmp_path / "a-file" / "c.jsonl", "a folder on its path is a file"),
+                       (tmp_path / "a-dir", "is a directory")):
+        with pytest.raises(ConfigError, match=f"^mlm-data error: dedup.write_clusters: {path}: .*{says}"):
+            preprocess(str(corpus), tmp_path / "out", **{"output.overwrite": True, "dedup.near_duplicates": True,
+                                                        "dedup.write_clusters": str(path)})
+    assert _dataset_bytes(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir", "a-file", "in", "out"]
+    assert list((tmp_path / "a-dir").iterdir()) == []

@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mlm_data import storage
 from mlm_data.config.preprocess import PreprocessConfig
 from mlm_data.console import write_stderr
 from mlm_data.dataset.manifest import Manifest
 from mlm_data.dataset.schema import LABELLED_TASKS
-from mlm_data.errors import ConfigError, InputError
+from mlm_data.errors import ConfigError, InputError, StorageError
 from mlm_data.progress import LinePrinter, ProgressSettings, Throttle, format_sample_progress
 from mlm_data.reading import labelled_reader
 from mlm_data.reading.document_reader import Document, InputFile, read_documents
@@ -132,6 +133,16 @@ def resolve_tokenizer(cfg: PreprocessConfig, files: Sequence[InputFile], *, echo
     info = describe(tok, text)
     require_specials(info, cfg.instances.task, source=source)
     return text, info
+
+
+def check_side_files(cfg: PreprocessConfig) -> None:
+    """Files the run writes besides the dataset, checked before it starts: a typo'd
+    ``dedup.write_clusters`` would otherwise fail after the whole pipeline ran."""
+    if cfg.dedup.near_duplicates and cfg.dedup.write_clusters:
+        try:
+            storage.check_writable(cfg.dedup.write_clusters)
+        except StorageError as exc:
+            raise ConfigError(f"dedup.write_clusters: {exc.args[0]}") from None
 
 
 def resolve_labels(cfg: PreprocessConfig) -> list[str] | None:

@@ -218,6 +218,22 @@ def write_bytes(url: str, data: bytes) -> None:
         raise _no_bucket(url, "writing") from None
 
 
+def check_writable(url: str) -> None:
+    """Write and delete a small probe beside ``url`` (nothing at ``url`` itself is touched), for
+    a file a run writes only at its end: a wrong path fails before the run, not after it.
+    ``StorageError`` naming ``url`` if it cannot be written."""
+    if is_local(url) and os.path.isdir(url_to_fs(url)[1]):
+        raise StorageError(f"{url}: is a directory; give a file path")
+    probe = f"{url}{TEMPORARY_PREFIX}probe-{uuid.uuid4().hex}"
+    try:
+        write_bytes(probe, b"")
+    except (FileExistsError, NotADirectoryError):
+        raise StorageError(f"{url}: cannot be written (a folder on its path is a file)") from None
+    except OSError as exc:
+        raise StorageError(f"{url}: cannot be written ({exc.strerror or exc})") from None
+    remove(probe)
+
+
 def _write_local(path: str, data: bytes) -> None:
     parent = os.path.dirname(path)
     if parent:
