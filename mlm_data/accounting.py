@@ -8,7 +8,7 @@ different runs compare), and ``Counts`` adds them up in any order, on any worker
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Reading
@@ -90,11 +90,6 @@ class Counts:
         for p in parts:
             out = out + p
         return out
-
-    @classmethod
-    def from_manifest(cls, data: Mapping[str, object]) -> Counts:
-        dropped = dict(data.get("documents_dropped") or {})  # type: ignore[call-overload]
-        return cls(int(data["documents_read"]), int(data["documents_written"]), Counter(dropped))  # type: ignore[arg-type]
 
     def balanced(self) -> bool:
         return self.read == self.written + sum(self.dropped.values())

@@ -49,10 +49,6 @@ class Precision:
             self.compute = _bf16_copy(master)
             self._pairs = [(m, c) for m, c in zip(master.parameters(), self.compute.parameters())]
 
-    @property
-    def has_masters(self) -> bool:
-        return bool(self._pairs)
-
     def autocast(self) -> AbstractContextManager:
         """The context forward passes run in."""
         if self.amp_dtype is None:
