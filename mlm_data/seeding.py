@@ -77,7 +77,7 @@ class KeyedRandom:
         return heads
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser over a uint64 array (wrapping arithmetic), in place on ``z``
     when it is an array: one temporary instead of five per call.
 
@@ -107,7 +107,7 @@ def random_bits(key: int | np.ndarray, *counters: np.ndarray | int) -> np.ndarra
     Each counter is folded in with its own odd multiplier and a mixing round, so
     ``(key, 1, 2)`` and ``(key, 2, 1)`` draw unrelated values.
     """
-    z = _mix64(np.add(np.asarray(key, dtype=np.uint64), _G))
+    z = mix64(np.add(np.asarray(key, dtype=np.uint64), _G))
     for i, c in enumerate(counters):
         z = fold(z, c, slot=i)
     return z
@@ -124,7 +124,7 @@ def fold(bits: np.ndarray, counter: np.ndarray | int, *, slot: int) -> np.ndarra
     True
     """
     step = np.add(np.multiply(np.asarray(counter).astype(np.uint64, copy=False), _M[slot]), _G)
-    return _mix64(np.add(np.asarray(bits, dtype=np.uint64), step))  # broadcasts once; the rest is in place
+    return mix64(np.add(np.asarray(bits, dtype=np.uint64), step))  # broadcasts once; the rest is in place
 
 
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)

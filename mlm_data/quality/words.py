@@ -24,19 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlm_data.seeding import mix64
+
 _WORD = re.compile(r"\w+")
-_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
 _STEP = np.uint64(0x9E3779B97F4A7C15)
-
-
-def mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser (a bijection of uint64) over an array; returns a new array."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(z, dtype=np.uint64)
-        z = (z ^ (z >> _S30)) * _C1
-        z = (z ^ (z >> _S27)) * _C2
-        return z ^ (z >> _S31)
 
 
 def word_hash(word: str) -> int:
@@ -165,7 +157,7 @@ def combine(hashes: Sequence[np.ndarray]) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = mix64(hashes[0] + _STEP)
         for w in hashes[1:]:
-            h = mix64(h * _C1 + w)
+            h = mix64(h * _MULTIPLIER + w)
         return h
 
 
